@@ -1,0 +1,1 @@
+"""Procedures that measure the instruments, and the records they produce."""

@@ -1,0 +1,1 @@
+"""PySide6 + pyqtgraph windows over the instrument services."""

@@ -1,0 +1,1 @@
+"""One module per ``brainpaste`` subcommand; each defines ``register(subparsers)``."""
