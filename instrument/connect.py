@@ -1,0 +1,35 @@
+"""Open the instruments a lab configuration names, with the driver each one asks for."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from instrument.config import ConfigError, InstrumentConfig, LabConfig
+
+DRIVERS: dict[str, str] = {}
+"""Driver name (as written in lab.toml) → ``module:Class``. Each class has
+``open(resource, *, timeout_s, **options)``."""
+
+
+def driver_class(name: str) -> type:
+    """The driver class registered as ``name``."""
+    try:
+        module_name, _, class_name = DRIVERS[name].partition(":")
+    except KeyError:
+        raise ConfigError(
+            f"unknown driver {name!r} (known: {', '.join(sorted(DRIVERS))})", key="driver"
+        ) from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def open_instrument(config: LabConfig, name: str, **options: Any) -> Any:
+    """Open instrument ``name`` of ``config`` with its driver."""
+    inst: InstrumentConfig = config.instrument(name)
+    cls = driver_class(inst.driver)
+    kwargs: dict[str, Any] = {"timeout_s": inst.timeout_s}
+    if inst.data_port:
+        kwargs["data_port"] = inst.data_port
+    if not inst.resource.upper().startswith(("TCPIP", "GPIB", "USB", "VXI", "PXI")):
+        kwargs["baud_rate"] = inst.baud_rate
+    return cls.open(inst.resource, **kwargs, **options)
