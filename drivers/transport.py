@@ -25,6 +25,17 @@ from drivers.errors import CommunicationError, ConnectionLost, InstrumentTimeout
 
 log = logging.getLogger(__name__)
 
+try:  # termios errors (e.g. tcdrain on a vanished pty) are not OSError subclasses
+    import termios
+
+    SERIAL_ERRORS: tuple[type[BaseException], ...] = (
+        serial.SerialException,
+        OSError,
+        termios.error,
+    )
+except ImportError:  # pragma: no cover - Windows
+    SERIAL_ERRORS = (serial.SerialException, OSError)
+
 DEFAULT_VISA_BACKEND = "@py"
 """pyvisa-py, the pure-Python VISA; pass ``visa_backend=""`` for the system VISA (NI, Keysight)."""
 
@@ -384,7 +395,7 @@ class SerialTransport(Transport):
                     timeout=self._timeout_s,
                     write_timeout=self._timeout_s,
                 )
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except (*SERIAL_ERRORS, ValueError) as exc:
                 self._port = None
                 raise ConnectionLost(
                     f"cannot open: {exc}. Check the port or URL and that nothing else holds it",
@@ -398,7 +409,7 @@ class SerialTransport(Transport):
             if port is not None:
                 try:
                     port.close()
-                except (serial.SerialException, OSError) as exc:
+                except SERIAL_ERRORS as exc:
                     log.debug("%s close: %s", self.address, exc)
 
     def _apply_timeout(self, timeout_s: float) -> None:
@@ -411,7 +422,7 @@ class SerialTransport(Transport):
             port = self._require()
             try:
                 port.reset_input_buffer()
-            except (serial.SerialException, OSError) as exc:
+            except SERIAL_ERRORS as exc:
                 raise self._lost(exc, "discard input") from exc
 
     def _require(self) -> serial.SerialBase:
@@ -435,7 +446,7 @@ class SerialTransport(Transport):
                 raise InstrumentTimeout(
                     f"write not accepted within {self._timeout_s:g} s", resource=self.address
                 ) from exc
-            except (serial.SerialException, OSError) as exc:
+            except SERIAL_ERRORS as exc:
                 raise self._lost(exc, "write") from exc
 
     def _read_message_bytes(self) -> bytes:
@@ -444,7 +455,7 @@ class SerialTransport(Transport):
             port = self._require()
             try:
                 data = port.read_until(term)
-            except (serial.SerialException, OSError) as exc:
+            except SERIAL_ERRORS as exc:
                 raise self._lost(exc, "read") from exc
         if not data.endswith(term):
             raise InstrumentTimeout(
@@ -458,7 +469,7 @@ class SerialTransport(Transport):
             port = self._require()
             try:
                 data = port.read(count)
-            except (serial.SerialException, OSError) as exc:
+            except SERIAL_ERRORS as exc:
                 raise self._lost(exc, f"read of {count} bytes") from exc
         if len(data) < count:
             raise InstrumentTimeout(
