@@ -35,7 +35,7 @@ LIVE_SERVERS: weakref.WeakSet[LineServer] = weakref.WeakSet()
 class LineDevice(Protocol):
     """What a line server serves: one reply (or none) per received line."""
 
-    def handle(self, line: str) -> str | None: ...
+    def handle(self, line: str) -> str | bytes | None: ...
 
 
 class LineServer:
@@ -93,7 +93,8 @@ class LineServer:
             return True, None
         if self.faults.take_garbage():
             return True, GARBAGE_REPLY + self.terminator
-        return True, reply.encode("ascii", errors="replace") + self.terminator
+        data = reply if isinstance(reply, bytes) else reply.encode("ascii", errors="replace")
+        return True, data + self.terminator
 
     def _split_lines(self, buffer: bytearray) -> list[bytes]:
         lines = []

@@ -453,10 +453,14 @@ class ScpiDevice:
         return ",".join(entries) if entries else '0,"No error"'
 
     # --- the interpreter ------------------------------------------------------------------
-    def handle(self, line: str) -> str | None:
-        """Execute one program message; the joined answers of its queries, or None."""
+    def handle(self, line: str) -> str | bytes | None:
+        """Execute one program message; the joined answers of its queries, or None.
+
+        A handler may answer ``bytes`` (an IEEE 488.2 binary block); the message's
+        answers are then joined as bytes.
+        """
         with self.lock:
-            answers: list[str] = []
+            answers: list[str | bytes] = []
             prefix: list[str] = []
             try:
                 units = split_outside_quotes(line.strip(), ";")
@@ -477,9 +481,11 @@ class ScpiDevice:
                     continue
                 if answer is not None:
                     answers.append(answer)
-            return ";".join(answers) if answers else None
+            if any(isinstance(a, bytes) for a in answers):
+                return b";".join(a if isinstance(a, bytes) else a.encode("ascii") for a in answers)
+            return ";".join(answers) if answers else None  # type: ignore[arg-type]
 
-    def _execute(self, unit: str, prefix: list[str]) -> tuple[str | None, list[str]]:
+    def _execute(self, unit: str, prefix: list[str]) -> tuple[str | bytes | None, list[str]]:
         parts = unit.split(None, 1)
         header = parts[0]
         arg_text = parts[1] if len(parts) > 1 else ""
@@ -513,4 +519,6 @@ class ScpiDevice:
         result = handler(Call(header, args, suffixes, self))
         if is_query and result is None:
             raise ScpiError(-300, f"{header} produced no answer")
-        return (None if result is None else str(result)), tokens[:-1]
+        if result is not None and not isinstance(result, bytes):
+            result = str(result)
+        return result, tokens[:-1]
