@@ -42,6 +42,7 @@ from drivers.cnea_frames import (
 )
 from drivers.errors import (
     ConnectionLost,
+    DataIntegrityError,
     DriverError,
     MalformedReply,
     OutOfRangeError,
@@ -626,6 +627,11 @@ class Stall:
     silent_s: float
 
 
+class StreamStalled(DataIntegrityError):
+    """No frames arrived for longer than allowed while the board should be streaming.
+    Check the data cable and that nothing else stopped the board."""
+
+
 @dataclass(frozen=True)
 class StreamRestart:
     """The sample index went backwards: the board restarted its acquisition."""
@@ -930,6 +936,7 @@ __all__ = [
     "StreamCounters",
     "StreamEvent",
     "StreamRestart",
+    "StreamStalled",
     "data_host",
     "format_channel_list",
     "region_channels",

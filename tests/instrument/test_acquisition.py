@@ -1,0 +1,304 @@
+"""Acquisition from the emulated board over real wires into real HDF5 files: bit-for-bit
+equality with what the board produced, and every injected fault giving a typed error or a
+gap row while the file stays readable."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from drivers.cnea_board import CneaBoard, StreamStalled
+from drivers.errors import ConnectionLost
+from hil_sim.cnea_board import CneaBoardEmulator
+from instrument import storage
+from instrument.acquisition import Acquisition, AcquisitionSettings, minmax_decimate
+from instrument.recording import GAP_FILL, open_hdf5_recording
+from tests.cnea_source import SineSource
+
+FAST = AcquisitionSettings(stall_timeout_s=0.3, stall_abort_s=1.0, reconnect_delay_s=0.1)
+
+
+@pytest.fixture
+def emulator():
+    # paced at 20x real time: fast, and the host keeps up (unpaced, a board outruns any writer)
+    with CneaBoardEmulator(SineSource(64), keep_samples=True, rate=20.0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def board(emulator):
+    drv = CneaBoard.open(emulator.resource, timeout_s=3.0, data_port=emulator.data_port)
+    yield drv
+    drv.close()
+
+
+def produced(emulator) -> np.ndarray:
+    first, codes = emulator.device.tapped_codes()
+    assert first == 0
+    return codes
+
+
+def assert_matches_outside_gaps(rec, codes: np.ndarray) -> np.ndarray:
+    """Every row outside a gap equals the board's; gap rows hold GAP_FILL. The gap mask."""
+    traces = rec.traces[()]
+    mask = rec.gap_mask(0, rec.n_samples)
+    np.testing.assert_array_equal(traces[~mask], codes[: rec.n_samples][~mask])
+    assert np.all(traces[mask] == GAP_FILL)
+    assert not np.any(traces[~mask] == GAP_FILL)
+    return mask
+
+
+def test_recording_matches_the_board_bit_for_bit(board, emulator, tmp_path):
+    path = tmp_path / "s" / "session.h5"
+    status = Acquisition(board, path, duration_s=0.5, settings=FAST).wait()
+    assert status.state == "stopped" and status.stop_reason == "duration reached"
+    with open_hdf5_recording(path) as rec:
+        assert rec.n_samples == 5000
+        np.testing.assert_array_equal(rec.traces[()], produced(emulator)[:5000])
+        assert rec.sample_rate_hz == 10_000.0
+        assert np.allclose(rec.gain_v, 5e-6) and rec.positions_m.shape == (64, 2)
+        assert rec.attrs["complete"] and rec.attrs["frames_lost"] == 0
+        assert rec.attrs["instrument_identity"].startswith("brainpaste CNEA-4096")
+        assert rec.attrs["first_sample_index"] == 0
+        assert rec.truth is not None and rec.truth.synapse_pre.tolist() == [0, 1]
+        assert len(rec.gaps) == 0
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == "brainpaste-session" and f.attrs["format_version"] == 1
+        lines = [x.decode() for x in f["log"][()]]
+        assert any("start" in x for x in lines) and any("duration reached" in x for x in lines)
+        assert f["recording/traces"].fillvalue == GAP_FILL
+        assert f["recording/channel_mode"].shape == (64,)
+    assert not (path.parent / "session.h5.reserve").exists()
+
+
+def test_dropped_connection_reconnects_and_leaves_a_gap_row(board, emulator, tmp_path):
+    path = tmp_path / "session.h5"
+    acq = Acquisition(board, path, duration_s=1.0, settings=FAST).start()
+    while acq.status().frames_received < 20:
+        time.sleep(0.01)
+    emulator.data.faults.drop_next()
+    status = acq.wait()
+    assert status.reconnects == 1 and status.gaps >= 1 and status.stop_reason == "duration reached"
+    with open_hdf5_recording(path) as rec:
+        reasons = {
+            g.decode() if isinstance(g, bytes) else g for g in rec._file["recording/gaps"]["reason"]
+        }
+        assert "connection lost" in reasons
+        mask = assert_matches_outside_gaps(rec, produced(emulator))
+        assert 0 < mask.sum() < rec.n_samples
+        assert rec.attrs["reconnects"] == 1 and rec.attrs["complete"]
+
+
+def test_corrupt_frame_becomes_a_gap_row(board, emulator, tmp_path):
+    path = tmp_path / "session.h5"
+    acq = Acquisition(board, path, duration_s=0.6, settings=FAST).start()
+    while acq.status().frames_received < 10:
+        time.sleep(0.01)
+    emulator.data.faults.garbage_next()
+    acq.wait()
+    with open_hdf5_recording(path) as rec:
+        gaps = rec._file["recording/gaps"][()]
+        assert [g["reason"].decode() for g in gaps] == ["corrupt frame"]
+        assert gaps[0]["end_sample"] - gaps[0]["first_sample"] == 16
+        assert rec.attrs["crc_errors"] == 1
+        assert_matches_outside_gaps(rec, produced(emulator))
+
+
+def test_stalled_stream_stops_with_a_typed_error(board, emulator, tmp_path):
+    path = tmp_path / "session.h5"
+    acq = Acquisition(board, path, settings=FAST).start()
+    while acq.status().frames_received < 10:
+        time.sleep(0.01)
+    emulator.data.faults.stop_answering()
+    with pytest.raises(StreamStalled):
+        acq.wait()
+    assert acq.stop_reason == "stream stalled" and acq.status().stalls >= 3
+    emulator.data.faults.clear()
+    with open_hdf5_recording(path) as rec:
+        assert rec.attrs["stop_reason"] == "stream stalled" and rec.attrs["complete"]
+        assert rec.n_samples > 0
+        assert_matches_outside_gaps(rec, produced(emulator))
+
+
+def test_lost_board_is_a_typed_error_and_a_valid_file(board, emulator, tmp_path):
+    path = tmp_path / "session.h5"
+    acq = Acquisition(board, path, settings=FAST).start()
+    while acq.status().frames_received < 10:
+        time.sleep(0.01)
+    emulator.data.faults.go_offline(30)
+    with pytest.raises(ConnectionLost):
+        acq.wait()
+    assert acq.stop_reason == "data connection lost"
+    emulator.data.faults.clear()
+    with open_hdf5_recording(path) as rec:
+        assert rec.attrs["stop_reason"] == "data connection lost"
+        assert_matches_outside_gaps(rec, produced(emulator))
+
+
+def test_disk_nearly_full_stops_before_hdf5_fails(board, emulator, tmp_path, monkeypatch):
+    path = tmp_path / "session.h5"
+    calls = {"n": 0}
+    real_free = storage.SessionWriter.free_bytes
+
+    def shrinking(self):
+        calls["n"] += 1
+        return real_free(self) if calls["n"] < 5 else 1 << 20
+
+    monkeypatch.setattr(storage.SessionWriter, "free_bytes", shrinking)
+    acq = Acquisition(board, path, settings=FAST)
+    with pytest.raises(storage.DiskFullError):
+        acq.wait()
+    assert acq.stop_reason == "disk full"
+    with open_hdf5_recording(path) as rec:
+        assert rec.attrs["stop_reason"] == "disk full" and rec.attrs["complete"]
+        assert rec.n_samples >= 1024
+        np.testing.assert_array_equal(rec.traces[()], produced(emulator)[: rec.n_samples])
+
+
+def test_write_failing_with_enospc_keeps_what_was_written(board, emulator, tmp_path, monkeypatch):
+    path = tmp_path / "session.h5"
+    writes = {"n": 0}
+    real = h5py.Dataset.write_direct
+
+    def failing(self, *args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Dataset, "write_direct", failing)
+    acq = Acquisition(board, path, settings=AcquisitionSettings(flush_interval_s=0.0))
+    with pytest.raises(storage.DiskFullError):
+        acq.wait()
+    monkeypatch.undo()
+    with open_hdf5_recording(path) as rec:
+        assert rec.attrs["stop_reason"] == "disk full" and not rec.attrs["complete"]
+        # kept: what the last successful flush put on disk
+        assert 1024 <= rec.n_samples <= 3 * 1024
+        np.testing.assert_array_equal(rec.traces[()], produced(emulator)[: rec.n_samples])
+        assert "kept rows up to" in rec._file["log"][-1].decode()
+
+
+def test_slow_writer_warns_then_stops_cleanly(board, emulator, tmp_path, monkeypatch):
+    path = tmp_path / "session.h5"
+    real = storage.SessionWriter.write
+
+    def slow(self, row, block):
+        time.sleep(0.05)
+        return real(self, row, block)
+
+    monkeypatch.setattr(storage.SessionWriter, "write", slow)
+    settings = AcquisitionSettings(ring_s=0.2, stall_timeout_s=0.3)
+    acq = Acquisition(board, path, settings=settings)
+    with pytest.raises(storage.StorageError, match="fell behind"):
+        acq.wait()
+    assert acq.stop_reason == "writer fell behind (ring buffer full)"
+    with open_hdf5_recording(path) as rec:
+        assert rec.attrs["complete"] and rec.attrs["stop_reason"] == acq.stop_reason
+        assert len(rec.gaps) == 0
+        np.testing.assert_array_equal(rec.traces[()], produced(emulator)[: rec.n_samples])
+        lines = [x.decode() for x in rec._file["log"][()]]
+        assert any("falling behind" in x for x in lines)
+
+
+def test_a_second_process_reads_while_recording(emulator, tmp_path):
+    emulator.device.rate = 1.0
+    board = CneaBoard.open(emulator.resource, timeout_s=3.0, data_port=emulator.data_port)
+    path = tmp_path / "session.h5"
+    reader = textwrap.dedent(
+        f"""
+        import sys, time, numpy as np
+        from instrument.recording import open_hdf5_recording
+        while True:
+            try:
+                rec = open_hdf5_recording({str(path)!r})
+                break
+            except (OSError, KeyError):
+                time.sleep(0.05)
+        sizes, last = [], None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rec.traces.refresh()
+            n = rec.traces.shape[0]
+            if n and n != (sizes[-1] if sizes else 0):
+                sizes.append(n)
+                last = rec.traces[:n]
+            if len(sizes) >= 3:
+                break
+            time.sleep(0.05)
+        np.save({str(tmp_path / "seen.npy")!r}, last)
+        print(" ".join(map(str, sizes)))
+        """
+    )
+    acq = Acquisition(board, path, settings=AcquisitionSettings(flush_interval_s=0.2)).start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", reader], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        acq.stop()
+        board.close()
+    assert proc.returncode == 0, proc.stderr
+    sizes = [int(x) for x in proc.stdout.split()]
+    assert len(sizes) >= 3 and sizes == sorted(sizes)
+    seen = np.load(tmp_path / "seen.npy")
+    np.testing.assert_array_equal(seen, produced(emulator)[: len(seen)])
+    with open_hdf5_recording(path) as rec:
+        assert rec.n_samples >= sizes[-1] and rec.attrs["complete"]
+
+
+def test_status_and_snapshot(board, emulator, tmp_path):
+    acq = Acquisition(board, tmp_path / "session.h5", settings=FAST).start()
+    try:
+        acq.select_channels([0, 7, 14, 20])
+        while acq.status().recorded_s < 2.5:
+            time.sleep(0.02)
+        status = acq.status()
+        assert status.state == "recording" and status.frames_received > 0
+        assert status.disk_free_bytes > 0 and status.frames_lost == 0
+        snap = acq.snapshot(n_bins=200)
+        assert snap.lo.shape == (4, 200) and snap.hi.shape == (4, 200)
+        assert np.all(snap.lo[~np.isnan(snap.lo)] <= snap.hi[~np.isnan(snap.hi)])
+        src = emulator.device.source
+        # the window is in volts: the channel's resting level plus its sine
+        valid = ~np.isnan(snap.hi[1])
+        assert np.nanmax(snap.hi[1]) == pytest.approx(src.rest_v[7] + src.amp_v[7], abs=2e-3)
+        assert valid.sum() > 150
+        assert snap.rms.shape == (64,) and snap.rms[1] > 0
+        assert snap.spike_count[0] > 0 and snap.spike_count[1] == 0  # channel 0 spikes, 1 not
+        assert 0 < snap.coverage <= 1
+        sub = acq.snapshot(channels=[7], n_bins=50)
+        assert sub.lo.shape == (1, 50)
+        with pytest.raises(ValueError):
+            acq.snapshot(channels=[3])
+    finally:
+        acq.stop()
+    assert acq.status().state == "stopped"
+
+
+def test_minmax_decimate():
+    x = np.arange(10, dtype=np.float32)[:, None] * np.array([1.0, -1.0], dtype=np.float32)
+    lo, hi = minmax_decimate(x, 5)
+    assert lo.shape == (2, 5)
+    assert lo[0].tolist() == [0, 2, 4, 6, 8] and hi[0].tolist() == [1, 3, 5, 7, 9]
+    assert hi[1].tolist() == [0, -2, -4, -6, -8]
+    x[2:4, 0] = np.nan
+    lo, hi = minmax_decimate(x, 5)
+    assert np.isnan(lo[0, 1]) and lo[0, 2] == 4
+    lo, hi = minmax_decimate(x[:3], 10)
+    assert lo.shape == (2, 3)
+
+
+def test_refuses_to_overwrite(board, tmp_path):
+    path = tmp_path / "session.h5"
+    path.write_bytes(b"precious")
+    with pytest.raises(storage.StorageError, match="never overwrites"):
+        Acquisition(board, path).start()
+    assert path.read_bytes() == b"precious"
