@@ -114,3 +114,13 @@ class EmulatedLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- the lab's instruments: each module holds its builder (imported last: they import us) -----
+from hil_sim.rig import start_rig  # noqa: E402
+
+BUILDERS.append(start_rig)
+
+from hil_sim.cnea_board import build_cnea  # noqa: E402
+
+BUILDERS.append(build_cnea)

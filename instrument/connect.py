@@ -7,7 +7,12 @@ from typing import Any
 
 from instrument.config import ConfigError, InstrumentConfig, LabConfig
 
-DRIVERS: dict[str, str] = {}
+DRIVERS: dict[str, str] = {
+    "cnea_board": "drivers.cnea_board:CneaBoard",
+    "keithley2450": "drivers.keithley2450:Keithley2450",
+    "keysight_b2900": "drivers.keysight_b2900:KeysightB2900",
+    "crossbar_selector": "drivers.selector:CrossbarSelector",
+}
 """Driver name (as written in lab.toml) → ``module:Class``. Each class has
 ``open(resource, *, timeout_s, **options)``."""
 
