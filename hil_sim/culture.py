@@ -62,10 +62,10 @@ class CultureParams:
     min_delay_s: float = 1.0e-3
     max_delay_s: float = 5.0e-3
     # PSP amplitudes at rest (peak), log-normal
-    epsp_median_v: float = 0.4e-3
+    epsp_median_v: float = 0.6e-3
     epsp_sigma: float = 0.7
     """Standard deviation of ln(amplitude)."""
-    ipsp_median_v: float = 0.7e-3
+    ipsp_median_v: float = 0.5e-3
     ipsp_sigma: float = 0.6
     psp_min_v: float = 0.05e-3
     psp_max_v: float = 4.0e-3
@@ -75,6 +75,9 @@ class CultureParams:
     strong_sigma: float = 0.15
     tau_syn_exc_s: float = 4e-3
     tau_syn_inh_s: float = 6e-3
+    slow_exc_charge_fraction: float = 0.5
+    """Share of an excitatory synapse's charge carried by a slow (NMDA-like) component."""
+    tau_syn_slow_s: float = 50e-3
     # electrical synapses
     n_gap_pairs: int = 30
     gap_max_distance_m: float = 60e-6
@@ -88,9 +91,9 @@ class CultureParams:
     exc_slope_v: float = 2e-3
     exc_adapt_s: float = 2e-9
     exc_adapt_tau_s: float = 0.1
-    exc_adapt_jump_a: float = 60e-12
+    exc_adapt_jump_a: float = 50e-12
     exc_reset_v: float = -66e-3
-    exc_slow_jump_a: float = 6e-12
+    exc_slow_jump_a: float = 20e-12
     # inhibitory (fast spiking) neurons
     inh_capacitance_f: float = 80e-12
     inh_leak_s: float = 8e-9
@@ -102,17 +105,19 @@ class CultureParams:
     inh_adapt_jump_a: float = 0.0
     inh_reset_v: float = -64e-3
     inh_slow_jump_a: float = 2e-12
-    slow_ahp_tau_s: float = 2.0
+    slow_ahp_tau_s: float = 1.1
     heterogeneity: float = 0.1
     """Log-normal spread of capacitance, leak and drive across neurons."""
     rest_spread_v: float = 2e-3
     threshold_spread_v: float = 1.5e-3
     spike_peak_v: float = 30e-3
     # background synaptic bombardment (Ornstein–Uhlenbeck current)
-    exc_drive_mean_a: float = 120e-12
-    inh_drive_mean_a: float = 100e-12
+    exc_drive_mean_a: float = 180e-12
+    inh_drive_mean_a: float = 60e-12
     drive_std_a: float = 60e-12
     drive_tau_s: float = 5e-3
+    drive_spread: float = 0.25
+    """Log-normal spread of the mean drive across neurons (sets the spread of rates)."""
 
     def validate(self) -> None:
         """Raise :class:`CultureError` for values that cannot build a culture."""
@@ -230,6 +235,10 @@ class Culture:
         self._template = ACTION_POTENTIAL_SHAPE.copy()
         self._decay_exc = math.exp(-self.dt_s / p.tau_syn_exc_s)
         self._decay_inh = math.exp(-self.dt_s / p.tau_syn_inh_s)
+        self._decay_slow = math.exp(-self.dt_s / p.tau_syn_slow_s)
+        f = p.slow_exc_charge_fraction
+        # amplitude ratio slow/fast so the slow part carries fraction f of the charge
+        self._slow_ratio = f / (1.0 - f) * p.tau_syn_exc_s / p.tau_syn_slow_s
         self._noise_decay = math.exp(-self.dt_s / p.drive_tau_s)
 
         self.synapses = self._build_synapses(rng_conn, rng_w, rng_gap)
@@ -240,12 +249,16 @@ class Culture:
             ring *= 2
         self._ring_exc = np.zeros((ring, n))
         self._ring_inh = np.zeros((ring, n))
-        self._v = self._prm[kern.P_EL].copy()
+        # start from a spread of states (not all at rest, which would fire in unison)
+        rng_init = np.random.default_rng(np.random.SeedSequence([p.seed, 7]))
+        el, vt = self._prm[kern.P_EL], self._prm[kern.P_VT]
+        self._v = el + rng_init.uniform(0.0, 0.6, n) * (vt - el)
         self._w = np.zeros(n)
         self._w_slow = np.zeros(n)
         self._i_exc = np.zeros(n)
+        self._i_slow = np.zeros(n)
         self._i_inh = np.zeros(n)
-        self._i_noise = self._prm[kern.P_NOISE_MEAN].copy()
+        self._i_noise = self._prm[kern.P_NOISE_MEAN] + p.drive_std_a * rng_init.standard_normal(n)
         self._refractory = np.zeros(n, dtype=np.int64)
         # external drive: the user's (inject/clamp) and the electrodes'
         self._user_current = np.zeros(n)
@@ -277,7 +290,7 @@ class Culture:
         el = pick(p.exc_rest_v, p.inh_rest_v) + rng.normal(0.0, p.rest_spread_v, n)
         vt = pick(p.exc_threshold_v, p.inh_threshold_v) + rng.normal(0.0, p.threshold_spread_v, n)
         delta = pick(p.exc_slope_v, p.inh_slope_v)
-        drive = pick(p.exc_drive_mean_a, p.inh_drive_mean_a) * spread()
+        drive = pick(p.exc_drive_mean_a, p.inh_drive_mean_a) * rng.lognormal(0.0, p.drive_spread, n)
         prm[kern.P_DT_OVER_C] = self.dt_s / cap
         prm[kern.P_GL] = gl
         prm[kern.P_EL] = el
@@ -358,14 +371,19 @@ class Culture:
         unit = 1e-12
         idx = np.arange(n, dtype=np.int64)
         g_exc, _ = kern.probe_psp(
-            self._prm, idx, np.full(n, unit), np.full(n, self._decay_exc), 800
-        )
+            self._prm, idx, np.full(n, unit), np.full(n, self._decay_exc),
+            np.full(n, self._slow_ratio), self._decay_slow, 800,
+        )  # fmt: skip
         g_inh, _ = kern.probe_psp(
-            self._prm, idx, np.full(n, unit), np.full(n, self._decay_inh), 800
-        )
+            self._prm, idx, np.full(n, unit), np.full(n, self._decay_inh),
+            np.zeros(n), self._decay_slow, 800,
+        )  # fmt: skip
         gain = np.where(exc_pre, g_exc[post], g_inh[post]) / unit
         current = sign * amp / gain
-        peak, at = kern.probe_psp(self._prm, post.astype(np.int64), current, decay_per, 800)
+        slow = np.where(exc_pre, self._slow_ratio, 0.0)
+        peak, at = kern.probe_psp(
+            self._prm, post.astype(np.int64), current, decay_per, slow, self._decay_slow, 800
+        )
         latency = (delay_steps + at) * dt
 
         gap_a, gap_b, gap_g = self._pick_gap_pairs(rng_gap)
@@ -426,7 +444,7 @@ class Culture:
         refractory[0::2] = self._template.size - 1
         kern.run_network(
             n_steps, 0, np.uint64(0), v, np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m),
-            np.zeros(m), refractory, prm, 0.0, 0.0, 0.0, self._template,
+            np.zeros(m), np.zeros(m), refractory, prm, 0.0, 0.0, 0.0, 0.0, 0.0, self._template,
             np.zeros(m), np.zeros(m), np.zeros(m),
             np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0),
             np.zeros(0, dtype=np.int64), np.zeros(m, dtype=np.bool_),
@@ -485,9 +503,10 @@ class Culture:
             sp_neuron = np.empty(cap, dtype=np.int32)
             steps, n_sp = kern.run_network(
                 n_samples - done, self.sample_index, self._key,
-                self._v, self._w, self._w_slow, self._i_exc, self._i_inh, self._i_noise,
-                self._refractory, self._prm, self._noise_decay, self._decay_exc,
-                self._decay_inh, self._template, i_ext, g_cl, gv_cl,
+                self._v, self._w, self._w_slow, self._i_exc, self._i_slow, self._i_inh,
+                self._i_noise, self._refractory, self._prm, self._noise_decay,
+                self._decay_exc, self._slow_ratio, self._decay_slow, self._decay_inh,
+                self._template, i_ext, g_cl, gv_cl,
                 self._out_ptr, self._syn_post, self._syn_current, self._syn_delay,
                 self._inhibitory, self._gap_a, self._gap_b, self._gap_g,
                 self._ring_exc, self._ring_inh, kern.NORMAL_TABLE, out[done:],

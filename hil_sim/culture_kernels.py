@@ -11,8 +11,6 @@ Units inside the kernels are SI (V, A, S, F, s); time is in steps of ``dt``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 from scipy.special import ndtri
@@ -77,26 +75,48 @@ def stream_key(seed: int, stream: int) -> np.uint64:
     return np.uint64(x ^ (x >> 31))
 
 
-@njit(inline="always")
-def _pair_normal(h: np.uint64, table: np.ndarray) -> tuple[float, float]:
-    """Two independent unit normals from the four 16-bit fields of one hash."""
-    a = table[np.intp(h & _MASK16)]
-    b = table[np.intp((h >> _S16) & _MASK16)]
-    c = table[np.intp((h >> _S32) & _MASK16)]
-    d = table[np.intp(h >> _S48)]
-    return (a + b) * _INV_SQRT2, (c + d) * _INV_SQRT2
-
-
 @njit(cache=True)
 def normals(key: np.uint64, first: np.int64, count: np.int64, table: np.ndarray) -> np.ndarray:
-    """``count`` unit normals of stream ``key`` starting at counter ``first`` (for tests)."""
+    """Unit normals number ``first`` .. ``first + count - 1`` of stream ``key``.
+
+    The kernels draw normal ``step * width + index`` of their stream for neuron or
+    channel ``index`` at sample ``step``.
+    """
     out = np.empty(count, dtype=np.float64)
     for k in range(count):
-        i = first + k
-        h = mix64(key + np.uint64(i >> 1) * _GOLDEN)
-        n0, n1 = _pair_normal(h, table)
-        out[k] = n0 if (i & 1) == 0 else n1
+        out[k] = _normal(mix64(key + np.uint64(first + k) * _GOLDEN), table)
     return out
+
+
+@njit(inline="always")
+def fast_exp(x: float) -> float:
+    """exp(x) for x clamped to [-20, 10], relative error < 3e-6, branch free (vectorises).
+
+    exp(x) = (exp(x/32))**32 with exp(x/32) from its degree-8 Taylor polynomial.
+    """
+    x = min(max(x, -20.0), 10.0)
+    y = x * 0.03125
+    p = 1.0 + y * (
+        1.0
+        + y
+        * (
+            0.5
+            + y
+            * (
+                1.0 / 6.0
+                + y
+                * (
+                    1.0 / 24.0
+                    + y * (1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y / 40320.0)))
+                )
+            )
+        )
+    )
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
 
 
 @njit(inline="always")
@@ -110,23 +130,24 @@ def _membrane(
     el: float,
     vt: float,
     delta_t: float,
-    spiking: bool,
+    spiking: float,
 ) -> float:
     """One semi-implicit AdEx membrane step (leak and clamp implicit, spike current explicit).
 
-    ``spiking`` False drops the spike-initiation current (sodium channels inactivated
-    under a holding clamp).
+    ``spiking`` 0.0 drops the spike-initiation current (sodium channels inactivated
+    under a holding clamp); 1.0 keeps it.
     """
-    ex = 0.0
-    if spiking:
-        arg = (v - vt) / delta_t
-        if arg > 10.0:
-            arg = 10.0
-        ex = gl * delta_t * math.exp(arg)
+    ex = spiking * gl * delta_t * fast_exp((v - vt) / delta_t)
     return (v + dt_over_c * (gl * el + gv_clamp + ex + i_in)) / (1.0 + dt_over_c * (gl + g_clamp))
 
 
-@njit(cache=True, fastmath=True)
+@njit(inline="always")
+def _normal(h: np.uint64, table: np.ndarray) -> float:
+    """A unit normal from the low 32 bits of a hash (two table entries / sqrt 2)."""
+    return (table[np.intp(h & _MASK16)] + table[np.intp((h >> _S16) & _MASK16)]) * _INV_SQRT2
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")
 def run_network(
     n_steps: np.int64,
     step0: np.int64,
@@ -135,12 +156,15 @@ def run_network(
     w: np.ndarray,
     w_slow: np.ndarray,
     i_exc: np.ndarray,
+    i_slow: np.ndarray,
     i_inh: np.ndarray,
     i_noise: np.ndarray,
     refractory: np.ndarray,
     prm: np.ndarray,
     noise_decay: float,
     decay_exc: float,
+    slow_ratio: float,
+    decay_slow: float,
     decay_inh: float,
     template: np.ndarray,
     i_ext: np.ndarray,
@@ -167,25 +191,37 @@ def run_network(
     Spikes are appended to ``spike_step``/``spike_neuron`` from ``n_spikes0``; when the
     buffer could overflow during a step the kernel stops early. Returns (steps done,
     spikes in the buffer). ``refractory`` counts the action-potential template samples
-    still to play for each neuron.
+    still to play for each neuron. The per-neuron loop is branch free so it vectorises;
+    neurons inside an action potential and new spikes are handled in scalar passes.
     """
     n = v.shape[0]
     cap = spike_step.shape[0]
     ring_mask = ring_exc.shape[0] - 1
     n_tmpl = template.shape[0]
     i_gap = np.zeros(n)
+    fired = np.zeros(n, dtype=np.bool_)
     n_sp = n_spikes0
-    half = (n + 1) // 2
+    spiking = np.empty(n)
+    active = np.empty(n, dtype=np.int64)
+    n_active = 0
+    for j in range(n):
+        spiking[j] = 1.0 if g_clamp[j] < 5.0 * prm[P_GL, j] else 0.0
+        if refractory[j] > 0:
+            active[n_active] = j
+            n_active += 1
     for s in range(n_steps):
         if n_sp + n > cap:
             return s, n_sp
         step = step0 + s
         slot = step & ring_mask
+        row_e = ring_exc[slot]
+        row_i = ring_inh[slot]
         for j in range(n):
-            i_exc[j] += ring_exc[slot, j]
-            i_inh[j] += ring_inh[slot, j]
-            ring_exc[slot, j] = 0.0
-            ring_inh[slot, j] = 0.0
+            i_exc[j] += row_e[j]
+            i_slow[j] += slow_ratio * row_e[j]
+            i_inh[j] += row_i[j]
+            row_e[j] = 0.0
+            row_i[j] = 0.0
             i_gap[j] = 0.0
         for k in range(gap_a.shape[0]):
             a = gap_a[k]
@@ -193,88 +229,92 @@ def run_network(
             cur = gap_g[k] * (v[b] - v[a])
             i_gap[a] += cur
             i_gap[b] -= cur
-        base = key + np.uint64(step) * np.uint64(half) * _GOLDEN
-        for jj in range(half):
-            h = mix64(base + np.uint64(jj) * _GOLDEN)
-            z0, z1 = _pair_normal(h, table)
-            j0 = 2 * jj
-            i_noise[j0] = (
-                prm[P_NOISE_MEAN, j0]
-                + (i_noise[j0] - prm[P_NOISE_MEAN, j0]) * (noise_decay)
-                + prm[P_NOISE_KICK, j0] * z0
-            )
-            j1 = j0 + 1
-            if j1 < n:
-                i_noise[j1] = (
-                    prm[P_NOISE_MEAN, j1]
-                    + (i_noise[j1] - prm[P_NOISE_MEAN, j1]) * (noise_decay)
-                    + prm[P_NOISE_KICK, j1] * z1
-                )
+        base = key + np.uint64(step) * np.uint64(n) * _GOLDEN
+        for j in range(n):
+            z = _normal(mix64(base + np.uint64(j) * _GOLDEN), table)
+            mean = prm[P_NOISE_MEAN, j]
+            i_noise[j] = mean + (i_noise[j] - mean) * noise_decay + prm[P_NOISE_KICK, j] * z
+        # vectorised pass: every neuron as if it were free to integrate
         for j in range(n):
             gl = prm[P_GL, j]
             el = prm[P_EL, j]
-            vj = v[j]
-            if refractory[j] > 0:
-                r = refractory[j]
-                vt_r = prm[P_V_RESET, j]
-                vj = vt_r + (prm[P_V_PEAK, j] - vt_r) * template[n_tmpl - r]
-                r -= 1
-                refractory[j] = r
-                out_v[s, j] = vj
-                if r == 0:
-                    vj = vt_r
-            else:
-                i_in = i_exc[j] + i_inh[j] + i_noise[j] + i_gap[j] + i_ext[j] - w[j] - w_slow[j]
-                spiking = g_clamp[j] < 5.0 * gl
-                vj = _membrane(
-                    vj,
-                    i_in,
-                    g_clamp[j],
-                    gv_clamp[j],
-                    prm[P_DT_OVER_C, j],
-                    gl,
-                    el,
-                    prm[P_VT, j],
-                    prm[P_DELTA_T, j],
-                    spiking,
-                )
-                if spiking and vj >= prm[P_V_SPIKE, j]:
-                    spike_step[n_sp] = step
-                    spike_neuron[n_sp] = j
-                    n_sp += 1
-                    w[j] += prm[P_B, j]
-                    w_slow[j] += prm[P_B_SLOW, j]
-                    refractory[j] = n_tmpl - 1
-                    vj = prm[P_V_PEAK, j]
-                    for k in range(out_ptr[j], out_ptr[j + 1]):
-                        target_slot = (step + syn_delay[k]) & ring_mask
-                        if inhibitory[j]:
-                            ring_inh[target_slot, syn_post[k]] += syn_current[k]
-                        else:
-                            ring_exc[target_slot, syn_post[k]] += syn_current[k]
-                out_v[s, j] = vj
-            w[j] += prm[P_DT_OVER_TAU_W, j] * (prm[P_A, j] * (v[j] - el) - w[j])
+            v_old = v[j]
+            i_syn = i_exc[j] + i_slow[j] + i_inh[j]
+            i_in = i_syn + i_noise[j] + i_gap[j] + i_ext[j] - w[j] - w_slow[j]
+            v_new = _membrane(
+                v_old,
+                i_in,
+                g_clamp[j],
+                gv_clamp[j],
+                prm[P_DT_OVER_C, j],
+                gl,
+                el,
+                prm[P_VT, j],
+                prm[P_DELTA_T, j],
+                spiking[j],
+            )
+            fired[j] = (spiking[j] > 0.0) & (v_new >= prm[P_V_SPIKE, j])
+            w[j] += prm[P_DT_OVER_TAU_W, j] * (prm[P_A, j] * (v_old - el) - w[j])
             w_slow[j] *= prm[P_DECAY_SLOW, j]
             i_exc[j] *= decay_exc
+            i_slow[j] *= decay_slow
             i_inh[j] *= decay_inh
-            v[j] = vj
+            v[j] = v_new
+            out_v[s, j] = v_new
+        # neurons inside an action potential play the template instead
+        kept = 0
+        for q in range(n_active):
+            j = active[q]
+            r = refractory[j]
+            v_reset = prm[P_V_RESET, j]
+            v_tmpl = v_reset + (prm[P_V_PEAK, j] - v_reset) * template[n_tmpl - r]
+            out_v[s, j] = v_tmpl
+            fired[j] = False
+            r -= 1
+            refractory[j] = r
+            if r > 0:
+                v[j] = v_tmpl
+                active[kept] = j
+                kept += 1
+            else:
+                v[j] = v_reset
+        n_active = kept
+        for j in range(n):
+            if fired[j]:
+                spike_step[n_sp] = step
+                spike_neuron[n_sp] = j
+                n_sp += 1
+                w[j] += prm[P_B, j]
+                w_slow[j] += prm[P_B_SLOW, j]
+                refractory[j] = n_tmpl - 1
+                active[n_active] = j
+                n_active += 1
+                v[j] = prm[P_V_PEAK, j]
+                out_v[s, j] = v[j]
+                ring = ring_inh if inhibitory[j] else ring_exc
+                for k in range(out_ptr[j], out_ptr[j + 1]):
+                    ring[(step + syn_delay[k]) & ring_mask, syn_post[k]] += syn_current[k]
     return n_steps, n_sp
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def probe_psp(
     prm: np.ndarray,
     post: np.ndarray,
     current: np.ndarray,
     decay: np.ndarray,
+    slow_ratio: np.ndarray,
+    decay_slow: float,
     n_steps: np.int64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peak deflection (V, signed) and its step for one synaptic event per probe.
 
     Probe ``k`` is neuron ``post[k]`` (parameters from ``prm``) at rest, no noise,
     receiving at step 0 a synaptic current jump ``current[k]`` (A) that decays by
-    ``decay[k]`` per step. The extremum is the maximum for a positive current and
-    the minimum for a negative one; a probe that spikes reports the spike peak.
+    ``decay[k]`` per step, plus a slow component ``slow_ratio[k] * current[k]`` that
+    decays by ``decay_slow`` per step (as in :func:`run_network`). The extremum is the
+    maximum for a positive current and the minimum for a negative one; a probe that
+    spikes reports the spike peak.
     """
     m = post.shape[0]
     peak = np.zeros(m)
@@ -286,13 +326,14 @@ def probe_psp(
         v = el
         w = 0.0
         i_syn = current[k]
+        i_sl = slow_ratio[k] * current[k]
         sign = 1.0 if i_syn >= 0.0 else -1.0
         best = 0.0
         best_at = 0
         for s in range(n_steps):
             v_new = _membrane(
                 v,
-                i_syn - w,
+                i_syn + i_sl - w,
                 0.0,
                 0.0,
                 prm[P_DT_OVER_C, j],
@@ -300,10 +341,11 @@ def probe_psp(
                 el,
                 prm[P_VT, j],
                 prm[P_DELTA_T, j],
-                True,
+                1.0,
             )
             w += prm[P_DT_OVER_TAU_W, j] * (prm[P_A, j] * (v - el) - w)
             i_syn *= decay[k]
+            i_sl *= decay_slow
             if v_new >= prm[P_V_SPIKE, j]:
                 best = prm[P_V_PEAK, j] - el
                 best_at = s + 1
@@ -320,7 +362,7 @@ def probe_psp(
     return peak, at
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, error_model="numpy")
 def mix_channels(
     v_block: np.ndarray,
     v_prev: np.ndarray,
@@ -340,7 +382,7 @@ def mix_channels(
 ) -> None:
     """What every amplifier input sees for a block of samples (one-pole filtered).
 
-    Per channel ``c`` with neuron ``n = neuron[c]`` (``N`` = none; the scratch row
+    Per channel ``c`` with neuron ``n = neuron[c]`` (``N`` = none; the scratch entry
     holds zeros there): ``x = gain_cc*(V-rest) + gain_ext*(V[t]-V[t-1]) +
     gain_vc*(command - V) + noise_std*xi``, then ``state += alpha*(x - state)`` and
     ``out = state``. ``gain_ext`` is per sample difference (V/V). Saturated channels
@@ -350,38 +392,28 @@ def mix_channels(
     n_s = v_block.shape[0]
     n_n = v_block.shape[1]
     n_c = neuron.shape[0]
-    half = n_c // 2
     dev = np.zeros(n_n + 1, dtype=np.float32)
     diff = np.zeros(n_n + 1, dtype=np.float32)
     vabs = np.zeros(n_n + 1, dtype=np.float32)
     for s in range(n_s):
+        row = v_block[s]
         for j in range(n_n):
-            x = v_block[s, j]
+            x = row[j]
             dev[j] = x - rest[j]
             diff[j] = x - v_prev[j]
             vabs[j] = x
             v_prev[j] = x
-        base = key + np.uint64(step0 + s) * np.uint64(half) * _GOLDEN
-        for cc in range(half):
-            h = mix64(base + np.uint64(cc) * _GOLDEN)
-            z0, z1 = _pair_normal(h, table)
-            c = 2 * cc
+        base = key + np.uint64(step0 + s) * np.uint64(n_c) * _GOLDEN
+        orow = out[s]
+        for c in range(n_c):
+            z = _normal(mix64(base + np.uint64(c) * _GOLDEN), table)
             j = neuron[c]
             x = (
                 gain_cc[c] * dev[j]
                 + gain_ext[c] * diff[j]
                 + gain_vc[c] * (command_v[c] - vabs[j])
-                + noise_std[c] * z0
+                + noise_std[c] * z
             )
-            state[c] += alpha[c] * (x - state[c])
-            out[s, c] = state[c]
-            c += 1
-            j = neuron[c]
-            x = (
-                gain_cc[c] * dev[j]
-                + gain_ext[c] * diff[j]
-                + gain_vc[c] * (command_v[c] - vabs[j])
-                + noise_std[c] * z1
-            )
-            state[c] += alpha[c] * (x - state[c])
-            out[s, c] = state[c]
+            y = state[c] + alpha[c] * (x - state[c])
+            state[c] = y
+            orow[c] = y
