@@ -30,6 +30,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -120,6 +121,70 @@ class DigitalSource(Protocol):
     def read_codes(self, n_samples: int) -> np.ndarray:
         """The next ``n_samples`` codes, (n, C) int16."""
         ...
+
+
+class LazySource:
+    """A :class:`SignalSource` built on first use (the emulated culture takes seconds to
+    build; a lab that never records should not wait for it). Clamp settings made before
+    it exists are applied when it is built."""
+
+    def __init__(
+        self, factory: Callable[[], SignalSource], n_channels: int, sample_rate_hz: float
+    ) -> None:
+        self._factory = factory
+        self._source: SignalSource | None = None
+        self._pending: list[tuple[np.ndarray, str, float]] = []
+        self._lock = threading.Lock()
+        self.n_channels = n_channels
+        self.sample_rate_hz = sample_rate_hz
+
+    @property
+    def built(self) -> bool:
+        return self._source is not None
+
+    @property
+    def source(self) -> SignalSource:
+        """The real source (built now if needed)."""
+        with self._lock:
+            if self._source is None:
+                start = time.perf_counter()
+                source = self._factory()
+                if source.n_channels != self.n_channels or not math.isclose(
+                    source.sample_rate_hz, self.sample_rate_hz
+                ):
+                    raise ValueError("the built source does not match its announced shape")
+                for channels, mode, level in self._pending:
+                    source.set_mode(channels, mode, level)
+                self._pending.clear()
+                self._source = source
+                log.info("signal source built in %.1f s", time.perf_counter() - start)
+            return self._source
+
+    @property
+    def positions_m(self) -> np.ndarray:
+        return self.source.positions_m
+
+    def read(self, n_samples: int) -> np.ndarray:
+        return self.source.read(n_samples)
+
+    def electroporate(self, channels: np.ndarray, amplitude_v: float, width_s: float) -> None:
+        self.source.electroporate(channels, amplitude_v, width_s)
+
+    def set_mode(self, channels: np.ndarray, mode: str, level: float) -> None:
+        with self._lock:
+            if self._source is None:
+                self._pending.append((np.array(channels), mode, level))
+                return
+        self.source.set_mode(channels, mode, level)
+
+    def access(self) -> np.ndarray:
+        return self.source.access()
+
+    def truth(self) -> dict[str, np.ndarray]:
+        return self.source.truth()
+
+    def truth_attrs(self) -> dict[str, Any]:
+        return self.source.truth_attrs()
 
 
 def parse_channel_list(text: str, n_channels: int) -> np.ndarray:
@@ -906,7 +971,7 @@ def make_source(options: dict[str, Any], seed: int) -> SignalSource:
     import dataclasses
 
     from hil_sim.culture import Culture, CultureParams
-    from hil_sim.electrodes import ElectrodeArray
+    from hil_sim.electrodes import N_CHANNELS, ElectrodeArray
 
     known = {f.name for f in dataclasses.fields(CultureParams)}
     unknown = sorted(set(culture_overrides) - known)
@@ -916,7 +981,9 @@ def make_source(options: dict[str, Any], seed: int) -> SignalSource:
             f"culture parameters are {sorted(known)}"
         )
     params = CultureParams(**{"seed": seed, **culture_overrides})
-    return ElectrodeArray(Culture(params))
+    return LazySource(
+        lambda: ElectrodeArray(Culture(params)), N_CHANNELS, float(params.sample_rate_hz)
+    )
 
 
 def build_cnea(lab: Any) -> None:

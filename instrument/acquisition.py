@@ -710,6 +710,10 @@ class Acquisition:
                 elif isinstance(item, Stall):
                     if draining_until is not None:
                         break  # the board sent everything it had
+                    if not self._board_running():
+                        self._request_stop("board stopped acquiring")
+                        self._writer_note("the board stopped acquiring by itself")
+                        break
                     if item.silent_s >= s.stall_abort_s:
                         self._fail(
                             StreamStalled(
@@ -738,6 +742,14 @@ class Acquisition:
                 self._stop_board()
             stream.close()
             ring.close()
+
+    def _board_running(self) -> bool:
+        """Whether the board says it is acquiring (True when it cannot be asked)."""
+        try:
+            return bool(self.board.acquiring)
+        except DriverError as exc:
+            log.warning("acquisition: cannot ask the board whether it runs: %s", exc)
+            return True
 
     def _stop_board(self) -> int | None:
         """Stop the board; the sample index its last frame ends at (None if unknown)."""

@@ -173,3 +173,16 @@ def open_hdf5_recording(path: Path | str, *, swmr: bool = True) -> Recording:
     except Exception:
         f.close()
         raise
+
+
+def open_recording(path: Path | str, *, swmr: bool = True) -> Recording:
+    """A recording from a session folder, a session HDF5 file, or an NWB file (``.nwb``:
+    the first ElectricalSeries, see :mod:`instrument.nwb`)."""
+    from instrument.session_files import find_recording
+
+    found = find_recording(path)
+    if found.suffix.lower() == ".nwb":
+        from instrument.nwb import open_nwb_recording
+
+        return open_nwb_recording(found)
+    return open_hdf5_recording(found, swmr=swmr)
