@@ -449,7 +449,7 @@ class Culture:
             np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int32), np.zeros(0),
             np.zeros(0, dtype=np.int64), np.zeros(m, dtype=np.bool_),
             np.arange(0, m, 2, dtype=np.int32), np.arange(1, m, 2, dtype=np.int32), g,
-            ring, ring.copy(), kern.NORMAL_TABLE, out_v,
+            ring, ring.copy(), out_v,
             np.zeros(m + 1, dtype=np.int64), np.zeros(m + 1, dtype=np.int32), 0,
         )  # fmt: skip
         dev = out_v[:, 1::2].astype(np.float64) - prm[kern.P_EL, 1::2]
@@ -509,7 +509,7 @@ class Culture:
                 self._template, i_ext, g_cl, gv_cl,
                 self._out_ptr, self._syn_post, self._syn_current, self._syn_delay,
                 self._inhibitory, self._gap_a, self._gap_b, self._gap_g,
-                self._ring_exc, self._ring_inh, kern.NORMAL_TABLE, out[done:],
+                self._ring_exc, self._ring_inh, out[done:],
                 sp_step, sp_neuron, 0,
             )  # fmt: skip
             if n_sp:

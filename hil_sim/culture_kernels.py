@@ -1,11 +1,15 @@
 """numba kernels for the emulated culture and electrode array (hot loops only, no policy).
 
-Everything random here is *counter based*: a sample's random numbers are a hash of
-(stream key, sample index, neuron or channel), so results never depend on how a
-run is cut into calls. Gaussian numbers come from a 65 536-entry inverse-CDF
-table indexed by hash bits; two entries summed and scaled by 1/sqrt(2) give a
-unit-variance, near-Gaussian value with tails to about 5.9 sigma.
+Everything random here is *counter based*: a sample's random numbers are a hash
+(SplitMix64) of (stream key, sample index, neuron or channel), so results never
+depend on how a run is cut into calls. A Gaussian number takes the four 16-bit
+fields of one hash as uniforms, sums them (Irwin–Hall, n = 4) and maps the sum
+through an odd degree-9 polynomial fitted to the normal quantile function: unit
+variance, kurtosis 2.999, tails to 5.1 sigma, and no table look-up, so the loops
+vectorise (AVX-512 has no cheap gather on this machine's cost model).
 
+Hot loops avoid branches and touch few arrays each, so LLVM vectorises them
+(``error_model="numpy"`` drops the division-by-zero checks that would stop it).
 Units inside the kernels are SI (V, A, S, F, s); time is in steps of ``dt``.
 """
 
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from scipy.special import ndtri
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -25,19 +28,15 @@ _S31 = np.uint64(31)
 _S32 = np.uint64(32)
 _S48 = np.uint64(48)
 _MASK16 = np.uint64(0xFFFF)
-_INV_SQRT2 = np.float32(0.7071067811865476)
-
-
-def _normal_table(bits: int = 16) -> np.ndarray:
-    """Inverse normal CDF at the centres of 2**bits equal-probability bins, unit variance."""
-    p = (np.arange(2**bits, dtype=np.float64) + 0.5) / 2**bits
-    table = ndtri(p)
-    table /= np.sqrt(np.mean(table**2))
-    return table.astype(np.float32)
-
-
-NORMAL_TABLE = _normal_table()
-"""(65536,) float32 inverse-CDF table used by the kernels' Gaussian generator."""
+# x = (sum of four 16-bit fields - 2 * 65535) * sqrt(3) / 65536: unit-variance Irwin-Hall
+_IH_OFFSET = np.float32(2 * 65535)
+_IH_SCALE = np.float32(3.0**0.5 / 65536.0)
+# odd polynomial g(x) = x (c0 + c1 x^2 + ... + c4 x^8) ~ Phi^-1(F_IH4(x)), fitted on |x| < 3.2
+_G0 = np.float32(9.62018114e-01)
+_G1 = np.float32(1.01030774e-02)
+_G2 = np.float32(1.29923327e-03)
+_G3 = np.float32(-2.62234853e-04)
+_G4 = np.float32(3.17404421e-05)
 
 # Per-neuron parameter rows of the (N_PARAMS, N) matrix handed to the kernels.
 P_DT_OVER_C = 0
@@ -75,16 +74,30 @@ def stream_key(seed: int, stream: int) -> np.uint64:
     return np.uint64(x ^ (x >> 31))
 
 
+@njit(inline="always")
+def _normal(h: np.uint64) -> np.float32:
+    """A unit normal (float32) from the four 16-bit fields of one hash."""
+    total = (
+        np.float32(h & _MASK16)
+        + np.float32((h >> _S16) & _MASK16)
+        + np.float32((h >> _S32) & _MASK16)
+        + np.float32(h >> _S48)
+    )
+    x = (total - _IH_OFFSET) * _IH_SCALE
+    x2 = x * x
+    return x * (_G0 + x2 * (_G1 + x2 * (_G2 + x2 * (_G3 + x2 * _G4))))
+
+
 @njit(cache=True)
-def normals(key: np.uint64, first: np.int64, count: np.int64, table: np.ndarray) -> np.ndarray:
-    """Unit normals number ``first`` .. ``first + count - 1`` of stream ``key``.
+def normals(key: np.uint64, first: np.int64, count: np.int64) -> np.ndarray:
+    """Unit normals number ``first`` .. ``first + count - 1`` of stream ``key`` (float32).
 
     The kernels draw normal ``step * width + index`` of their stream for neuron or
     channel ``index`` at sample ``step``.
     """
-    out = np.empty(count, dtype=np.float64)
+    out = np.empty(count, dtype=np.float32)
     for k in range(count):
-        out[k] = _normal(mix64(key + np.uint64(first + k) * _GOLDEN), table)
+        out[k] = _normal(mix64(key + np.uint64(first + k) * _GOLDEN))
     return out
 
 
@@ -141,12 +154,6 @@ def _membrane(
     return (v + dt_over_c * (gl * el + gv_clamp + ex + i_in)) / (1.0 + dt_over_c * (gl + g_clamp))
 
 
-@njit(inline="always")
-def _normal(h: np.uint64, table: np.ndarray) -> float:
-    """A unit normal from the low 32 bits of a hash (two table entries / sqrt 2)."""
-    return (table[np.intp(h & _MASK16)] + table[np.intp((h >> _S16) & _MASK16)]) * _INV_SQRT2
-
-
 @njit(cache=True, fastmath=True, error_model="numpy")
 def run_network(
     n_steps: np.int64,
@@ -180,7 +187,6 @@ def run_network(
     gap_g: np.ndarray,
     ring_exc: np.ndarray,
     ring_inh: np.ndarray,
-    table: np.ndarray,
     out_v: np.ndarray,
     spike_step: np.ndarray,
     spike_neuron: np.ndarray,
@@ -198,8 +204,12 @@ def run_network(
     cap = spike_step.shape[0]
     ring_mask = ring_exc.shape[0] - 1
     n_tmpl = template.shape[0]
-    i_gap = np.zeros(n)
-    fired = np.zeros(n, dtype=np.bool_)
+    i_tot = np.zeros(n)
+    noise_mean = prm[P_NOISE_MEAN].copy()
+    noise_kick = prm[P_NOISE_KICK].copy()
+    n_words = (n + 7) // 8
+    fired = np.zeros(8 * n_words, dtype=np.bool_)
+    fired_words = fired.view(np.uint64)
     n_sp = n_spikes0
     spiking = np.empty(n)
     active = np.empty(n, dtype=np.int64)
@@ -216,34 +226,39 @@ def run_network(
         slot = step & ring_mask
         row_e = ring_exc[slot]
         row_i = ring_inh[slot]
+        # three short branch-free passes (few arrays each, so each vectorises)
         for j in range(n):
-            i_exc[j] += row_e[j]
-            i_slow[j] += slow_ratio * row_e[j]
-            i_inh[j] += row_i[j]
+            arrived = row_e[j]
+            i_e = i_exc[j] + arrived
+            i_sl = i_slow[j] + slow_ratio * arrived
+            i_i = i_inh[j] + row_i[j]
             row_e[j] = 0.0
             row_i[j] = 0.0
-            i_gap[j] = 0.0
+            i_tot[j] = i_e + i_sl + i_i + i_ext[j]
+            i_exc[j] = i_e * decay_exc
+            i_slow[j] = i_sl * decay_slow
+            i_inh[j] = i_i * decay_inh
         for k in range(gap_a.shape[0]):
             a = gap_a[k]
             b = gap_b[k]
             cur = gap_g[k] * (v[b] - v[a])
-            i_gap[a] += cur
-            i_gap[b] -= cur
+            i_tot[a] += cur
+            i_tot[b] -= cur
         base = key + np.uint64(step) * np.uint64(n) * _GOLDEN
         for j in range(n):
-            z = _normal(mix64(base + np.uint64(j) * _GOLDEN), table)
-            mean = prm[P_NOISE_MEAN, j]
-            i_noise[j] = mean + (i_noise[j] - mean) * noise_decay + prm[P_NOISE_KICK, j] * z
-        # vectorised pass: every neuron as if it were free to integrate
+            z = _normal(mix64(base + np.uint64(j) * _GOLDEN))
+            mean = noise_mean[j]
+            i_nz = mean + (i_noise[j] - mean) * noise_decay + noise_kick[j] * z
+            i_noise[j] = i_nz
+            i_tot[j] += i_nz
+        out_row = out_v[s]
         for j in range(n):
             gl = prm[P_GL, j]
             el = prm[P_EL, j]
             v_old = v[j]
-            i_syn = i_exc[j] + i_slow[j] + i_inh[j]
-            i_in = i_syn + i_noise[j] + i_gap[j] + i_ext[j] - w[j] - w_slow[j]
             v_new = _membrane(
                 v_old,
-                i_in,
+                i_tot[j] - w[j] - w_slow[j],
                 g_clamp[j],
                 gv_clamp[j],
                 prm[P_DT_OVER_C, j],
@@ -256,11 +271,8 @@ def run_network(
             fired[j] = (spiking[j] > 0.0) & (v_new >= prm[P_V_SPIKE, j])
             w[j] += prm[P_DT_OVER_TAU_W, j] * (prm[P_A, j] * (v_old - el) - w[j])
             w_slow[j] *= prm[P_DECAY_SLOW, j]
-            i_exc[j] *= decay_exc
-            i_slow[j] *= decay_slow
-            i_inh[j] *= decay_inh
             v[j] = v_new
-            out_v[s, j] = v_new
+            out_row[j] = v_new
         # neurons inside an action potential play the template instead
         kept = 0
         for q in range(n_active):
@@ -279,8 +291,12 @@ def run_network(
             else:
                 v[j] = v_reset
         n_active = kept
-        for j in range(n):
-            if fired[j]:
+        for word in range(n_words):
+            if fired_words[word] == 0:
+                continue
+            for j in range(8 * word, 8 * word + 8):
+                if not fired[j]:
+                    continue
                 spike_step[n_sp] = step
                 spike_neuron[n_sp] = j
                 n_sp += 1
@@ -365,55 +381,46 @@ def probe_psp(
 @njit(cache=True, fastmath=True, error_model="numpy")
 def mix_channels(
     v_block: np.ndarray,
-    v_prev: np.ndarray,
     rest: np.ndarray,
     step0: np.int64,
     key: np.uint64,
     neuron: np.ndarray,
-    gain_cc: np.ndarray,
-    gain_ext: np.ndarray,
-    gain_vc: np.ndarray,
-    command_v: np.ndarray,
+    gain_v: np.ndarray,
+    gain_dv: np.ndarray,
+    offset: np.ndarray,
+    prev_dev: np.ndarray,
     noise_std: np.ndarray,
     alpha: np.ndarray,
     state: np.ndarray,
-    table: np.ndarray,
     out: np.ndarray,
 ) -> None:
     """What every amplifier input sees for a block of samples (one-pole filtered).
 
-    Per channel ``c`` with neuron ``n = neuron[c]`` (``N`` = none; the scratch entry
-    holds zeros there): ``x = gain_cc*(V-rest) + gain_ext*(V[t]-V[t-1]) +
-    gain_vc*(command - V) + noise_std*xi``, then ``state += alpha*(x - state)`` and
-    ``out = state``. ``gain_ext`` is per sample difference (V/V). Saturated channels
-    have alpha 0 and their state at the rail. ``v_prev`` (N,) is the row before the
-    block and is updated to the block's last row.
+    Per channel ``c`` with neuron ``n = neuron[c]`` (``N`` = none: a scratch entry
+    that stays 0) and ``d = V[n] - rest[n]``: ``x = gain_v*d + gain_dv*(d - d_prev) +
+    offset + noise_std*xi``, then ``state += alpha*(x - state)``, ``out = state``.
+    Current clamp: ``gain_v`` = coupling × access, ``gain_dv`` the extracellular
+    (derivative) pick-up. Voltage clamp: ``gain_v = -g`` and ``offset = g*(command -
+    rest)`` give the clamp current ``g*(command - V)``. Saturated channels have
+    ``alpha`` 0 and their state at the rail. ``prev_dev`` (C,) carries d between blocks.
     """
     n_s = v_block.shape[0]
     n_n = v_block.shape[1]
     n_c = neuron.shape[0]
     dev = np.zeros(n_n + 1, dtype=np.float32)
-    diff = np.zeros(n_n + 1, dtype=np.float32)
-    vabs = np.zeros(n_n + 1, dtype=np.float32)
+    sig = np.empty(n_c, dtype=np.float32)
     for s in range(n_s):
         row = v_block[s]
         for j in range(n_n):
-            x = row[j]
-            dev[j] = x - rest[j]
-            diff[j] = x - v_prev[j]
-            vabs[j] = x
-            v_prev[j] = x
+            dev[j] = row[j] - rest[j]
+        for c in range(n_c):
+            d = dev[neuron[c]]
+            sig[c] = gain_v[c] * d + gain_dv[c] * (d - prev_dev[c]) + offset[c]
+            prev_dev[c] = d
         base = key + np.uint64(step0 + s) * np.uint64(n_c) * _GOLDEN
         orow = out[s]
         for c in range(n_c):
-            z = _normal(mix64(base + np.uint64(c) * _GOLDEN), table)
-            j = neuron[c]
-            x = (
-                gain_cc[c] * dev[j]
-                + gain_ext[c] * diff[j]
-                + gain_vc[c] * (command_v[c] - vabs[j])
-                + noise_std[c] * z
-            )
+            x = sig[c] + noise_std[c] * _normal(mix64(base + np.uint64(c) * _GOLDEN))
             y = state[c] + alpha[c] * (x - state[c])
             state[c] = y
             orow[c] = y

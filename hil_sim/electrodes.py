@@ -31,6 +31,9 @@ N_CHANNELS = N_ROWS * N_COLS
 MODES = ("current_clamp", "voltage_clamp")
 """Amplifier modes: current clamp (inject A, record V) and voltage clamp (apply V, record A)."""
 
+_CHUNK = 128
+"""Samples per kernel call (keeps a block of membrane potentials in cache)."""
+
 CHANNEL_OK = 0
 CHANNEL_DEAD = 1
 CHANNEL_SATURATED = 2
@@ -81,7 +84,7 @@ class ElectrodeParams:
     access_tau_s: float = 300.0
     """Median resealing time constant of an opened electrode, s (access ∝ exp(−t/tau))."""
     access_tau_sigma: float = 0.3
-    access_update_samples: int = 100
+    access_update_samples: int = 1000
     """Access is re-evaluated every this many samples (aligned to sample 0)."""
     max_current_a: float = 10e-9
     max_command_v: float = 0.2
@@ -146,10 +149,10 @@ class ElectrodeArray:
         self._opened_at = np.zeros(N_CHANNELS, dtype=np.int64)
         self._access = np.zeros(N_CHANNELS)
         self._state = np.where(status == CHANNEL_SATURATED, self._rail, 0.0).astype(np.float32)
-        self._v_prev = np.zeros(n, dtype=np.float32)
-        self._v_prev[:] = culture.membrane_potential()
         self._rest = culture.resting_potential_v.astype(np.float32)
         self._neuron_ext = np.where(self._neuron >= 0, self._neuron, n).astype(np.int64)
+        dev = np.append(culture.membrane_potential() - culture.resting_potential_v, 0.0)
+        self._prev_dev = dev[self._neuron_ext].astype(np.float32)
         self._gains_dirty = True
         self._access_at = -1
 
@@ -264,13 +267,15 @@ class ElectrodeArray:
         acc = np.where(coupled, self._access, 0.0)
         cc = self._mode == 0
         vc = ~cc
-        seen = self._coupling * acc
-        self._gain_cc = np.where(cc, seen, 0.0).astype(np.float32)
         g_access = p.clamp_conductance_s * acc
-        self._gain_vc = np.where(vc, g_access, 0.0).astype(np.float32)
+        rest = np.append(self._rest, 0.0)[self._neuron_ext]
+        # current clamp: the electrode sees coupling × access of the deflection from rest,
+        # plus (coupled, any access) a small extracellular copy of dV/dt
+        # voltage clamp: it records g (command - V) = -g d + g (command - rest)
+        self._gain_v = np.where(cc, self._coupling * acc, -g_access).astype(np.float32)
         dt_ext = p.extracellular_s * self.sample_rate_hz
-        self._gain_ext = np.where(coupled & cc, -dt_ext * self._coupling, 0.0).astype(np.float32)
-        self._command = np.where(vc, self._level, 0.0).astype(np.float32)
+        self._gain_dv = np.where(coupled & cc, -dt_ext * self._coupling, 0.0).astype(np.float32)
+        self._offset = np.where(vc, g_access * (self._level - rest), 0.0).astype(np.float32)
         noise = np.where(cc, p.noise_rms_v, p.noise_rms_a)
         noise = np.where(self.channel_status == CHANNEL_SATURATED, 0.0, noise)
         self._noise_std = (noise * self._noise_gain).astype(np.float32)
@@ -308,13 +313,12 @@ class ElectrodeArray:
             if self._gains_dirty:
                 self._refresh_gains()
             now = self.culture.sample_index
-            chunk = min(n_samples - done, b - now % b)
+            chunk = min(n_samples - done, b - now % b, _CHUNK)
             v = self.culture.advance(chunk)
             kern.mix_channels(
-                v, self._v_prev, self._rest, now, self._key, self._neuron_ext,
-                self._gain_cc, self._gain_ext, self._gain_vc, self._command,
-                self._noise_std, self._alpha_eff, self._state, kern.NORMAL_TABLE,
-                out[done : done + chunk],
+                v, self._rest, now, self._key, self._neuron_ext, self._gain_v,
+                self._gain_dv, self._offset, self._prev_dev, self._noise_std,
+                self._alpha_eff, self._state, out[done : done + chunk],
             )  # fmt: skip
             done += chunk
         return out
