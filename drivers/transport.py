@@ -248,6 +248,7 @@ class VisaTransport(Transport):
             res.timeout = int(self._timeout_s * 1000)
             self._res = res
             self._check_connected()
+            self._no_delay()
             log.debug("%s opened with %s", self.address, self.backend or "system VISA")
 
     def close(self) -> None:
@@ -304,6 +305,13 @@ class VisaTransport(Transport):
                 "reachable",
                 resource=self.address,
             )
+
+    def _no_delay(self) -> None:
+        """Disable Nagle's algorithm on a raw socket: a command written without a reply, then
+        another, would otherwise wait for the peer's delayed ACK (~40 ms on Linux)."""
+        sock = self._socket()
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _peer_closed(self) -> bool:
         """True when the TCP peer has closed (pyvisa-py reports that only as a timeout)."""

@@ -103,6 +103,15 @@ class CrossbarArray:
         self.rng = rng
         self.clock = clock
         self.lock = threading.RLock()
+        i = np.arange(self.rows)[:, None]
+        j = np.arange(self.cols)[None, :]
+        self._r_series = (
+            self.rc_row[:, None]
+            + self.rc_col[None, :]
+            + line_resistance_ohm * ((j + 1) + (self.rows - i))
+            + self.access_resistance_ohm
+        )
+        """Resistance in series with each cell of a 1T1R array (contacts, lines, access), ohm."""
         self.pulses_applied = 0
         self._network = _PassiveNetwork(self) if architecture == "passive" else None
 
@@ -148,19 +157,21 @@ class CrossbarArray:
     def read(self, route: Route, v: float) -> float:
         """One read: :meth:`current` plus the selected cells' read noise, A."""
         with self.lock:
-            ideal = self.current(route, v)
+            self.check_route(route)
             if route.kind == "open" or v == 0.0 or self.devices.gate_pulse(v):
-                return ideal
+                return self.current(route, v)
             t = self.clock()
-            g = self.devices.conductance(t)
+            index = self._index(route)
+            g = self.devices.conductance(t, index)
             sigma = self.devices.read_sigma(g, t)
-            if route.kind == "cell":
-                g_sel, s_sel = g[route.row, route.col], sigma[route.row, route.col]
-                v_cell = self._selected_cell_voltage(route, v, t)
-                return ideal + float(v_cell * g_sel * s_sel * self.rng.standard_normal())
-            contributions = self._series_currents(route, v, t) * sigma[route.row]
-            noise = float(np.sqrt(np.sum(contributions**2)) * self.rng.standard_normal())
-            return ideal + noise
+            if self._network is None:
+                cell_currents = self._series_currents(route, v, t)
+                ideal = float(cell_currents.sum())
+            else:
+                ideal, v_cells = self._network.solve_route(route, v, t)
+                cell_currents = v_cells[index] * g
+            spread = float(np.sqrt(np.sum((cell_currents * sigma) ** 2)))
+            return ideal + spread * float(self.rng.standard_normal())
 
     def pulse(self, route: Route, v: float, width_s: float) -> float:
         """Hold ``v`` on the route for ``width_s``: cells change per their physics.
@@ -175,7 +186,11 @@ class CrossbarArray:
             if neg < v < pos and not self.devices.gate_pulse(v):
                 return i  # no cell can see more than |v|: nothing can switch
             t = self.clock()
-            self.devices.pulse(self.cell_voltages(route, v), width_s, t)
+            if self._network is not None:
+                i, v_cells = self._network.solve_route(route, v, t)
+            else:
+                v_cells = self.cell_voltages(route, v)
+            self.devices.pulse(v_cells, width_s, t)
             self.pulses_applied += 1
             return i
 
@@ -192,10 +207,10 @@ class CrossbarArray:
                 out[route.row, cols] = v
                 return out
             if self._network is not None:
-                return self._network.cell_voltages(route, v, t)
-            g = self.devices.conductance(t)[route.row, cols]
-            r_series = self._series_resistance()[route.row, cols]
-            out[route.row, cols] = v / (1.0 + g * r_series)
+                return self._network.solve_route(route, v, t)[1]
+            index = self._index(route)
+            g = self.devices.conductance(t, index)
+            out[index] = v / (1.0 + g * self._r_series[index])
             return out
 
     # --- physical imprinting (issue 6) ------------------------------------------------------
@@ -230,22 +245,18 @@ class CrossbarArray:
         for k in range(row_v.shape[0]):
             self.apply_line_voltages(row_v[k], col_v[k], dt_s)
 
-    # --- 1T1R helpers -------------------------------------------------------------------
-    def _series_resistance(self) -> np.ndarray:
-        """Resistance in series with each cell on a 1T1R array (contacts, lines, access), ohm."""
-        i = np.arange(self.rows)[:, None]
-        j = np.arange(self.cols)[None, :]
-        line = self.line_resistance_ohm * ((j + 1) + (self.rows - i))
-        return self.rc_row[:, None] + self.rc_col[None, :] + line + self.access_resistance_ohm
+    # --- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _index(route: Route) -> tuple[int, slice]:
+        """The cells a route connects: one cell, or the whole row."""
+        cols = slice(None) if route.kind == "row" else slice(route.col, route.col + 1)
+        return (route.row, cols)
 
     def _series_currents(self, route: Route, v: float, t: float) -> np.ndarray:
-        cols = slice(None) if route.kind == "row" else slice(route.col, route.col + 1)
-        g = self.devices.conductance(t)[route.row, cols]
-        r_series = self._series_resistance()[route.row, cols]
-        return v * g / (1.0 + g * r_series)
-
-    def _selected_cell_voltage(self, route: Route, v: float, t: float) -> float:
-        return float(self.cell_voltages(route, v)[route.row, route.col])
+        """Currents of the routed cells of a 1T1R array (each in series with its resistance), A."""
+        index = self._index(route)
+        g = self.devices.conductance(t, index)
+        return v * g / (1.0 + g * self._r_series[index])
 
 
 class _PassiveNetwork:
@@ -364,13 +375,17 @@ class _PassiveNetwork:
         return cached[0].solve(rhs)
 
     def measured_current(self, route: Route, v: float, t: float) -> float:
-        x = self._solve(route, v, t)
+        return self._current(route, self._solve(route, v, t))
+
+    def _current(self, route: Route, x: np.ndarray) -> float:
         cols = np.arange(self.a.cols) if route.kind == "row" else np.array([route.col])
         return float(np.sum(self.g_col_end[cols] * x[self.col_end[cols]]))
 
-    def cell_voltages(self, route: Route, v: float, t: float) -> np.ndarray:
+    def solve_route(self, route: Route, v: float, t: float) -> tuple[float, np.ndarray]:
+        """The measured current and every cell's voltage, from one solve."""
         x = self._solve(route, v, t)
-        return (x[self.row_node] - x[self.col_node]).reshape(self.a.rows, self.a.cols)
+        v_cells = (x[self.row_node] - x[self.col_node]).reshape(self.a.rows, self.a.cols)
+        return self._current(route, x), v_cells
 
     def driven_cell_voltages(self, row_v: np.ndarray, col_v: np.ndarray, t: float) -> np.ndarray:
         rhs = np.zeros(self.n)

@@ -9,11 +9,15 @@ All quantities are SI (V, S, s); arrays are vectorized over every cell.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from types import EllipsisType
+from typing import Any, ClassVar
 
 import numpy as np
 
 STUCK_NONE, STUCK_ON, STUCK_OFF = 0, 1, -1
+
+Index = EllipsisType | tuple[Any, ...]
+"""Which cells: ``...`` for all, or a numpy index tuple such as ``(row, slice(None))``."""
 
 
 class DeviceArray(ABC):
@@ -53,8 +57,9 @@ class DeviceArray(ABC):
 
     # --- the physics each technology provides --------------------------------------
     @abstractmethod
-    def _conductance(self, t: float) -> np.ndarray:
-        """Noise-free read conductance of every cell at time ``t`` (s, the crossbar's clock)."""
+    def _conductance(self, t: float, index: Index) -> np.ndarray:
+        """Noise-free read conductance of the cells ``index`` selects at time ``t`` (s, the
+        crossbar's clock)."""
 
     @abstractmethod
     def _program(self, v: np.ndarray, width_s: float, t: float, mask: np.ndarray) -> None:
@@ -69,14 +74,15 @@ class DeviceArray(ABC):
         return np.full_like(g, 0.005)
 
     # --- shared ------------------------------------------------------------------------
-    def conductance(self, t: float) -> np.ndarray:
-        """Read conductance of every cell (stuck cells at their stuck value), S."""
-        g = self._conductance(t)
-        return np.where(self.stuck != STUCK_NONE, self.stuck_g, g)
+    def conductance(self, t: float, index: Index = ...) -> np.ndarray:
+        """Read conductance of every cell, or of those ``index`` selects (stuck cells at their
+        stuck value), S."""
+        g = self._conductance(t, index)
+        return np.where(self.stuck[index] != STUCK_NONE, self.stuck_g[index], g)
 
-    def current(self, v: np.ndarray, t: float) -> np.ndarray:
-        """Current through each cell at cell voltage ``v`` (linear at read levels), A."""
-        return self.conductance(t) * v
+    def current(self, v: np.ndarray, t: float, index: Index = ...) -> np.ndarray:
+        """Current through each cell (or those ``index`` selects) at cell voltage ``v``, A."""
+        return self.conductance(t, index) * v
 
     def gate_pulse(self, v: float) -> bool:
         """Whether ``v`` goes to the cell's gate rather than through it (flash programming)."""

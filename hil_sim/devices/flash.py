@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hil_sim.devices.base import DeviceArray, lognormal
+from hil_sim.devices.base import DeviceArray, Index, lognormal
 
 
 class FlashArray(DeviceArray):
@@ -66,14 +66,14 @@ class FlashArray(DeviceArray):
         self.v_th = v_erased + 0.15 * rng.standard_normal(s)
         """Threshold voltage of each cell, V."""
 
-    def _conductance(self, t: float) -> np.ndarray:
+    def _conductance(self, t: float, index: Index) -> np.ndarray:
         s = self.slope_v
-        return self.k * s * np.logaddexp(0.0, (self.v_read_gate - self.v_th) / s)
+        return self.k[index] * s * np.logaddexp(0.0, (self.v_read_gate - self.v_th[index]) / s)
 
-    def current(self, v: np.ndarray, t: float) -> np.ndarray:
+    def current(self, v: np.ndarray, t: float, index: Index = ...) -> np.ndarray:
         v = np.asarray(v, dtype=float)
         drain = np.abs(v) <= self.read_voltage_max_v
-        return np.where(drain, self.conductance(t) * v, 1e-12 * np.sign(v))
+        return np.where(drain, self.conductance(t, index) * v, 1e-12 * np.sign(v))
 
     def gate_pulse(self, v: float) -> bool:
         return abs(v) > self.read_voltage_max_v

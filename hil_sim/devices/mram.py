@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hil_sim.devices.base import DeviceArray, lognormal
+from hil_sim.devices.base import DeviceArray, Index, lognormal
 
 TAU0_S = 1e-9
 
@@ -63,8 +63,8 @@ class MRAMArray(DeviceArray):
         self.parallel = rng.random(s) < 0.5
         """Junction state: True = parallel (high conductance)."""
 
-    def _conductance(self, t: float) -> np.ndarray:
-        return np.where(self.parallel, self.g_p, self.g_ap).sum(axis=-1)
+    def _conductance(self, t: float, index: Index) -> np.ndarray:
+        return np.where(self.parallel[index], self.g_p[index], self.g_ap[index]).sum(axis=-1)
 
     def thresholds_v(self) -> tuple[float, float]:
         # below ~0.3 Vc0 the switching probability within 1 s is < 1e-9

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hil_sim.devices.base import DeviceArray, lognormal
+from hil_sim.devices.base import DeviceArray, Index, lognormal
 
 G_REF = 25e-6
 """aihwkit's reference g_max for the PCM fits, S."""
@@ -78,15 +78,15 @@ class PCMArray(DeviceArray):
         sig = np.clip(-0.0125 * np.log(g) - 0.0059, 0.008, 0.045)
         return np.abs(mu + sig * self.rng.standard_normal(g.shape)) * self.drift_scale
 
-    def _conductance(self, t: float) -> np.ndarray:
-        age = t - self.t_prog
+    def _conductance(self, t: float, index: Index) -> np.ndarray:
+        age = t - self.t_prog[index]
         with np.errstate(invalid="ignore", over="ignore"):
             factor = np.where(
                 np.isfinite(age) & (age > self.t0_s),
-                (np.maximum(age, self.t0_s) / self.t0_s) ** -self.nu,
+                (np.maximum(age, self.t0_s) / self.t0_s) ** -self.nu[index],
                 1.0,
             )
-        return self.g0 * factor
+        return self.g0[index] * factor
 
     def thresholds_v(self) -> tuple[float, float]:
         vmin = float(self.v_th.min())
@@ -95,7 +95,7 @@ class PCMArray(DeviceArray):
     def _program(self, v: np.ndarray, width_s: float, t: float, mask: np.ndarray) -> None:
         rng = self.rng
         vm = np.abs(v[mask])
-        g_now = self._conductance(t)[mask]
+        g_now = self._conductance(t, ...)[mask]
         v_th, v_reset = self.v_th[mask], self.v_reset[mask]
         reset = vm >= v_reset
         p = np.clip((vm - v_th) / (v_reset - v_th), 0.0, 1.0)

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from hil_sim.devices.base import DeviceArray, lognormal
+from hil_sim.devices.base import DeviceArray, Index, lognormal
 
 
 class RRAMArray(DeviceArray):
@@ -64,8 +64,9 @@ class RRAMArray(DeviceArray):
         self.x = rng.uniform(0.02, 0.15, s)
         """Normalized state in [0, 1]."""
 
-    def _conductance(self, t: float) -> np.ndarray:
-        return self.g_lo + self.x * (self.g_hi - self.g_lo)
+    def _conductance(self, t: float, index: Index) -> np.ndarray:
+        g_lo = self.g_lo[index]
+        return g_lo + self.x[index] * (self.g_hi[index] - g_lo)
 
     def thresholds_v(self) -> tuple[float, float]:
         return -float(self.v_reset.min()), float(self.v_set.min())
