@@ -29,6 +29,8 @@ element ``SOURSTAT`` (bit 5, value 32: the source was limited).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from drivers.errors import DataIntegrityError, MalformedReply, OutOfRangeError
 from drivers.limits import SafetyLimits
 from drivers.scpi import (
@@ -296,7 +298,7 @@ class Keithley2450(SCPIInstrument, SMU):
 
     def finish_visits(self, plan: VisitPlan, timeout_s: float) -> list[Reading]:
         with self.lock:
-            self.wait_idle(plan, timeout_s)
+            self.wait_idle(self.train_time_s(plan), timeout_s)
             readings = self._fetch(plan)
             self.check_errors(":INIT (trigger model)")
             self._output_on, self._level = False, 0.0
@@ -310,7 +312,7 @@ class Keithley2450(SCPIInstrument, SMU):
         return state in RUNNING_STATES
 
     def fetch_visits(self, plan: VisitPlan) -> list[Reading]:
-        self.wait_idle(plan, self.train_time_s(plan) * 3 + 5.0)
+        self.wait_idle(self.train_time_s(plan), self.train_time_s(plan) * 3 + 5.0)
         if plan.reads:
             count = parse_int(self.query(f':TRAC:ACT? "{BUFFER}"'), ":TRAC:ACT?", self.address)
             if count != plan.visits:
@@ -343,6 +345,43 @@ class Keithley2450(SCPIInstrument, SMU):
 
     def abort_visits(self) -> None:
         self.write(":ABOR", check=False)
+
+    # --- the manual's list sweep ----------------------------------------------------------
+    def list_sweep(self, levels_v: Sequence[float], delay_s: float = 0.0) -> list[Reading]:
+        """Source each level in turn and measure after ``delay_s`` (the 2450's list sweep,
+        ``:SOUR:SWE:VOLT:LIST``); one reading per level; the output is off afterwards.
+
+        No selector trigger link: the route stays as it is (an I-V sweep of one cell or a
+        reference resistor)."""
+        limits = self.require_limits()
+        levels = [limits.check_voltage(v, f"sweep level {k}") for k, v in enumerate(levels_v)]
+        if not 1 <= len(levels) <= LIST_MAX:
+            raise OutOfRangeError(f"a list sweep holds 1 to {LIST_MAX} levels, got {len(levels)}")
+        delay = in_range(0, 10_000, "s")(delay_s, "delay_s")
+        values = format_levels(levels).split(",")
+        expected = len(levels) * (delay + self.nplc_setting / self.line_frequency_hz)
+        with self.lock:
+            for start in range(0, len(values), LIST_CHUNK):
+                head = ":SOUR:LIST:VOLT" if start == 0 else ":SOUR:LIST:VOLT:APP"
+                self.write(f"{head} {','.join(values[start : start + LIST_CHUNK])}", check=False)
+            self.write(f':SOUR:SWE:VOLT:LIST 1, {delay:.10g}, 1, OFF, "{BUFFER}"', check=False)
+            self._model = None  # the sweep replaced the trigger model
+            self.write(":INIT", check=False)
+            self.wait_idle(expected, expected * 3 + 5.0)
+            command = f':TRAC:DATA? 1, {len(levels)}, "{BUFFER}", READ, SOUR, SOURSTAT'
+            data = parse_floats(self.query(command), command, self.address)
+            self.check_errors(":SOUR:SWE:VOLT:LIST")
+            self.output_off()
+            self._level = None
+        if len(data) != 3 * len(levels):
+            raise DataIntegrityError(
+                f"{len(data)} values for {len(levels)} sweep points of (reading, source, status)",
+                resource=self.address,
+            )
+        return [
+            Reading(data[k], data[k + 1], bool(int(data[k + 2]) & SOURSTAT_LIMIT))
+            for k in range(0, len(data), 3)
+        ]
 
     # --- lifetime ------------------------------------------------------------------------------
     def reconnect(self, attempts: int = 3, delay_s: float = 0.5) -> None:

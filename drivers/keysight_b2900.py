@@ -201,7 +201,7 @@ class KeysightB2900(SCPIInstrument, SMU):
 
     def finish_visits(self, plan: VisitPlan, timeout_s: float) -> list[Reading]:
         with self.lock:
-            self.wait_idle(plan, timeout_s)
+            self.wait_idle(self.train_time_s(plan), timeout_s)
             readings = self._fetch(plan)
             self.check_errors(":INIT (pulsed list)")
             self._finish()
@@ -223,7 +223,7 @@ class KeysightB2900(SCPIInstrument, SMU):
         return (condition & OPER_IDLE) != OPER_IDLE
 
     def fetch_visits(self, plan: VisitPlan) -> list[Reading]:
-        self.wait_idle(plan, self.train_time_s(plan) * 3 + 5.0)
+        self.wait_idle(self.train_time_s(plan), self.train_time_s(plan) * 3 + 5.0)
         readings = self._fetch(plan)
         self._finish()
         return readings

@@ -138,17 +138,16 @@ class SMU(ABC):
     def train_time_s(self, plan: VisitPlan) -> float:
         """Instrument time of the pulses and readings of ``plan`` alone (a lower bound), s."""
 
-    def wait_idle(self, plan: VisitPlan, timeout_s: float) -> None:
-        """Wait for the train to end: sleep its lower-bound time, then poll the (non-blocking)
-        run state every few ms — a few round trips, and a dropped wire shows at the next poll."""
+    def wait_idle(self, expected_s: float, timeout_s: float) -> None:
+        """Wait for a running sequence to end: sleep its expected (lower-bound) time, then poll
+        the non-blocking run state — a few round trips; a dropped wire shows at the next poll."""
         deadline = time.monotonic() + timeout_s
-        lower = self.train_time_s(plan)
-        time.sleep(min(lower, timeout_s))
-        interval = max(0.002, 0.1 * lower)
+        time.sleep(min(expected_s, timeout_s))
+        interval = max(0.002, 0.1 * expected_s)
         while self.visits_running():
             if time.monotonic() > deadline:
                 raise InstrumentTimeout(
-                    f"the train of {plan.visits} visits did not finish within {timeout_s:g} s",
+                    f"the sequence did not finish within {timeout_s:g} s",
                     resource=getattr(self, "address", None),
                 )
             time.sleep(interval)

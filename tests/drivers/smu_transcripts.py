@@ -165,3 +165,18 @@ SELECTOR_SESSION = [
     (":ROUT:SCAN:ABOR", "OK"),
     (":ROUT:BIAS?", "HALF"),
 ]
+
+K2450_LIST_SWEEP = [
+    (":SOUR:LIST:VOLT -0.5,0,0.5", None),
+    (':SOUR:SWE:VOLT:LIST 1, 0.001, 1, OFF, "defbuffer1"', None),
+    (":INIT", None),
+    (":TRIG:STAT?", "IDLE;IDLE;9"),
+    (
+        ':TRAC:DATA? 1, 3, "defbuffer1", READ, SOUR, SOURSTAT',
+        "-5.000000E-05,-5.000000E-01,0,+0.000000E+00,+0.000000E+00,0,"
+        "+1.000000E-03,+5.000000E-01,32",
+    ),
+    (":SYST:ERR?", OK),
+    (":OUTP OFF", None),
+    (":SYST:ERR?", OK),
+]

@@ -92,6 +92,21 @@ def test_2450_read_only_train_then_pulse_only_train_with_list_chunking():
         assert smu.finish_visits(pulses, timeout_s=5) == []
 
 
+def test_2450_list_sweep_bytes():
+    with expected_protocol(Keithley2450, t.K2450_CONFIGURE + t.K2450_LIST_SWEEP) as smu:
+        smu.configure(t.LIMITS)
+        sweep = smu.list_sweep([-0.5, 0.0, 0.5], delay_s=1e-3)
+        assert [(r.voltage_v, r.compliance) for r in sweep] == [
+            (-0.5, False),
+            (0.0, False),
+            (0.5, True),
+        ]
+        with pytest.raises(SafetyLimitError):
+            smu.list_sweep([0.5, 3.5])
+        with pytest.raises(OutOfRangeError):
+            smu.list_sweep([])
+
+
 def test_2450_limits_refuse_before_anything_is_sent():
     with expected_protocol(Keithley2450, t.K2450_CONFIGURE) as smu:
         with pytest.raises(SafetyLimitError, match="no safety limits"):
@@ -266,7 +281,8 @@ def test_2450_emulator_accepts_the_driver_transcripts():
             + t.K2450_TRAIN
             + t.K2450_SECOND_TRAIN
             + [(":OUTP OFF", None)]
-            + t.K2450_READ_TRAIN,
+            + t.K2450_READ_TRAIN
+            + t.K2450_LIST_SWEEP,
         )
     finally:
         dev.close()

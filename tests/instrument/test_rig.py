@@ -259,3 +259,36 @@ def test_open_rig_checks_the_configuration():
             open_rig(swapped)
     limits = safety_limits(load(), "pcm")
     assert (limits.max_voltage_v, limits.read_voltage_v) == (5.0, 0.2)
+
+
+def test_reference_resistors_and_a_list_sweep_over_the_wire(rig_and_lab):
+    rig, lab = rig_and_lab
+    board = lab.instruments["selector"].servers[0].device
+    reading = rig.read_reference(2)
+    assert rig.limits.read_voltage_v / reading.current_a == pytest.approx(10e3, rel=0.01)
+    levels = [-0.4, -0.2, 0.0, 0.2, 0.4]
+    sweep = rig.smu.list_sweep(levels, delay_s=1e-4)
+    slope = np.polyfit(levels, [r.current_a for r in sweep], 1)[0]
+    assert 1 / slope == pytest.approx(board.reference_ohm[1], rel=0.005)  # within the SMU's gain
+    assert not smu_device(lab).output
+    rig.selector.ground_all()
+
+
+def test_recover_when_the_selector_cable_is_unplugged_after_a_train(rig_and_lab, monkeypatch):
+    rig, lab = rig_and_lab
+    pty = lab.instruments["selector"].servers[0]
+    original = rig.smu.finish_visits
+
+    def finish_then_unplug(plan, timeout_s):
+        readings = original(plan, timeout_s)
+        pty.replug()  # the selector's serial link goes away before the rig checks the scan
+        return readings
+
+    monkeypatch.setattr(rig.smu, "finish_visits", finish_then_unplug)
+    pulses_before = truth(lab).pulses_applied
+    result = rig.pulse_train([(4, c) for c in range(8)], [1.2] * 8, 1e-5)
+    monkeypatch.undo()
+    assert rig.trains_recovered == 1
+    assert truth(lab).pulses_applied - pulses_before == 8
+    np.testing.assert_allclose(result.conductance_s, truth(lab).conductance()[4], rtol=0.06)
+    assert rig.read((4, 4)) > 0
