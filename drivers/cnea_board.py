@@ -659,6 +659,8 @@ class StreamCounters:
     stalls: int = 0
     reconnects: int = 0
     restarts: int = 0
+    stale_frames: int = 0
+    """Frames from before the current acquisition, dropped."""
     bytes_received: int = 0
     bytes_discarded: int = 0
 
@@ -672,6 +674,12 @@ class _Expect:
     sample: int
     corruption: bool = False
     reconnect: bool = False
+    primed: bool = False
+    """Set by expect() before a start: earlier frames still in flight are stale, not a restart."""
+
+
+_AGAIN = object()
+"""Returned by FrameStream._parse_one for a dropped stale frame: parse on, do not read."""
 
 
 class FrameStream:
@@ -768,7 +776,7 @@ class FrameStream:
     def expect(self, sequence: int, first_sample: int) -> None:
         """The next frame should carry ``sequence`` and start at ``first_sample``."""
         self._pending.clear()
-        self._expect = _Expect(sequence % SEQUENCE_MODULUS, first_sample)
+        self._expect = _Expect(sequence % SEQUENCE_MODULUS, first_sample, primed=True)
 
     # --- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Frame | StreamEvent]:
@@ -779,8 +787,10 @@ class FrameStream:
             if self._pending:
                 return self._pending.popleft()
             item = self._parse_one()
+            if item is _AGAIN:
+                continue
             if item is not None:
-                return item
+                return item  # type: ignore[return-value]
             stall = self._fill()
             if stall is not None:
                 return stall
@@ -844,7 +854,7 @@ class FrameStream:
             self._expect.corruption = True
         return CorruptFrame(error, skipped)
 
-    def _parse_one(self) -> Frame | StreamEvent | None:
+    def _parse_one(self) -> Frame | StreamEvent | object | None:
         start, end = self._start, self._end
         if end - start < HEADER_BYTES:
             return None
@@ -882,16 +892,22 @@ class FrameStream:
             .copy()
         )
         self._start = start + size
+        event = self._check_sequence(header)
+        if event is False:
+            return _AGAIN
         self.counters.frames_received += 1
         frame = Frame(header, samples)
-        event = self._check_sequence(header)
         if event is None:
             return frame
         self._pending.append(frame)
         return event
 
-    def _check_sequence(self, header: FrameHeader) -> StreamEvent | None:
+    def _check_sequence(self, header: FrameHeader) -> StreamEvent | bool | None:
+        """The event this frame implies, None, or False for a stale frame to drop."""
         expect = self._expect
+        if expect is not None and expect.primed and header.first_sample < expect.sample:
+            self.counters.stale_frames += 1  # from before this acquisition started
+            return False
         self._expect = _Expect((header.sequence + 1) % SEQUENCE_MODULUS, header.end_sample)
         if expect is None:
             return None

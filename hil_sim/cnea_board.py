@@ -782,8 +782,10 @@ class FrameServer(LineServer):
                 dev.acquisition_changed.wait(0.1)
                 dev.acquisition_changed.clear()
                 continue
-            if not was_running:
+            if not was_running:  # a new acquisition: frames left from the last one go
                 t0, produced_s, was_running = time.monotonic(), 0.0, True
+                with self._cond:
+                    self._fifo.clear()
             rate = dev.rate
             if math.isfinite(rate):
                 ahead = t0 + produced_s / rate - time.monotonic()

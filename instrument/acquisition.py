@@ -92,7 +92,9 @@ class AcquisitionSettings:
     """Length of the live window kept for snapshots."""
     spike_threshold_sd: float = 5.0
     """Live spike count: excursions beyond this many SDs of the previous block."""
-    monitor_budget: float = 0.15
+    monitor_rows: int = 256
+    """Live statistics look at this many consecutive rows of each written block."""
+    monitor_budget: float = 0.1
     """At most this fraction of wall time goes to live statistics (the rest skips blocks)."""
 
 
@@ -311,7 +313,7 @@ class _LiveView:
         if self._busy_s > self.settings.monitor_budget * max(elapsed, 1e-3):
             return
         start = time.perf_counter()
-        self._statistics(rows)
+        self._statistics(rows[: self.settings.monitor_rows])
         self._busy_s += time.perf_counter() - start
 
     def _statistics(self, rows: np.ndarray) -> None:

@@ -55,10 +55,11 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 def codec_options(name: str) -> dict[str, Any]:
     """h5py dataset keywords of a named compression codec.
 
-    ``blosc-lz4-bitshuffle`` (default: fast enough for 4096 ch x 10 kHz several times
-    over on one core, about 2x smaller), ``blosc-lz4-shuffle`` (faster, a little
-    larger), ``blosc2-lz4-bitshuffle``, ``zstd``, ``gzip`` (no plugin needed to read,
-    slow), ``none``.
+    ``blosc-lz4-shuffle`` (default: on the emulated culture's codes about 14x real time
+    per CPU second for 4096 ch x 10 kHz and 1.8x smaller — the fastest and smallest of
+    the Blosc family measured by bench/acquisition_throughput.py), ``blosc-lz4-bitshuffle``
+    (10x, 1.7x), ``blosc2-lz4-bitshuffle`` (slower here: Blosc2's thread pool on 2 cores),
+    ``zstd``, ``gzip`` (no plugin needed to read, slow), ``none``.
     """
     presets: dict[str, Any] = {
         "blosc-lz4-bitshuffle": lambda: hdf5plugin.Blosc(
@@ -80,7 +81,7 @@ def codec_options(name: str) -> dict[str, Any]:
         raise ValueError(f"unknown codec {name!r}; known: {', '.join(presets)}") from None
 
 
-DEFAULT_CODEC = "blosc-lz4-bitshuffle"
+DEFAULT_CODEC = "blosc-lz4-shuffle"
 
 
 class StorageError(Exception):
@@ -419,6 +420,7 @@ COUNTER_NAMES = (
     "stalls",
     "reconnects",
     "restarts",
+    "stale_frames",
     "bytes_received",
     "bytes_discarded",
 )

@@ -30,7 +30,6 @@ from drivers.errors import (
 from drivers.transcript import expected_protocol
 from hil_sim.cnea_board import CneaBoardEmulator
 from tests.cnea_source import SineSource
-from tests.scpi_demo import DemoSupplyDevice
 
 OK = '0,"No error"'
 
@@ -384,5 +383,17 @@ def test_close_survives_a_dead_wire(emulator):
     assert not board.transport.is_open
 
 
-def test_unused_demo_device_is_importable():
-    assert DemoSupplyDevice().identity[1] == "DEMO-SUPPLY"
+def test_frames_from_a_previous_acquisition_are_stale_not_a_restart(board, emulator):
+    """A host that stopped without draining: the old frames still in flight are dropped."""
+    stream = board.open_stream()
+    board.start(stream)
+    collect(stream, 5)
+    board.stop()
+    time.sleep(0.1)  # frames of the first run still sit in the socket buffers
+    board.start(stream)
+    frames, events = collect(stream, 20)
+    board.stop()
+    assert events == []
+    assert stream.counters.restarts == 0 and stream.counters.stale_frames > 0
+    starts = [f.first_sample for f in frames]
+    assert starts == sorted(starts) and np.all(np.diff(starts) == 16)
