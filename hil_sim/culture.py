@@ -105,7 +105,7 @@ class CultureParams:
     inh_adapt_jump_a: float = 0.0
     inh_reset_v: float = -64e-3
     inh_slow_jump_a: float = 2e-12
-    slow_ahp_tau_s: float = 1.1
+    slow_ahp_tau_s: float = 0.9
     heterogeneity: float = 0.1
     """Log-normal spread of capacitance, leak and drive across neurons."""
     rest_spread_v: float = 2e-3
@@ -117,12 +117,16 @@ class CultureParams:
     drive_std_a: float = 60e-12
     drive_tau_s: float = 5e-3
     drive_spread: float = 0.25
+    warmup_s: float = 3.0
+    """Unrecorded settling run at construction (skips the cold-start burst)."""
     """Log-normal spread of the mean drive across neurons (sets the spread of rates)."""
 
     def validate(self) -> None:
         """Raise :class:`CultureError` for values that cannot build a culture."""
         if self.n_neurons < 2:
             raise CultureError(f"n_neurons must be >= 2, got {self.n_neurons}")
+        if not (math.isfinite(self.warmup_s) and 0.0 <= self.warmup_s <= 600.0):
+            raise CultureError(f"warmup_s must be in [0, 600] s, got {self.warmup_s}")
         if not 0.0 <= self.inhibitory_fraction <= 1.0:
             raise CultureError(
                 f"inhibitory_fraction must be in [0, 1], got {self.inhibitory_fraction}"
@@ -224,6 +228,7 @@ class Culture:
             np.random.default_rng(s) for s in seeds
         )
         self._key = kern.stream_key(p.seed, 1)
+        self._warm_key = kern.stream_key(p.seed, 3)
 
         self.positions_m = _place_somata(rng_pos, n, p.area_side_m, p.min_soma_distance_m)
         n_inh = round(p.inhibitory_fraction * n)
@@ -271,6 +276,20 @@ class Culture:
         self._drive_dirty = True
         self._spike_steps: list[np.ndarray] = []
         self._spike_neurons: list[np.ndarray] = []
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run ``warmup_s`` unrecorded so sample 0 finds the culture in its steady state.
+
+        Started cold, every neuron would fire in one synchronous burst; the warm-up
+        draws its noise from its own stream, so it does not shift the recorded samples'.
+        """
+        n_warm = round(self.params.warmup_s * self.sample_rate_hz)
+        scratch = np.empty((min(n_warm, 1000), self.n_neurons), dtype=np.float32)
+        self._drive = (np.zeros(self.n_neurons),) * 3
+        for first in range(0, n_warm, scratch.shape[0]):
+            chunk = scratch[: min(scratch.shape[0], n_warm - first)]
+            self._run(chunk, self._warm_key, first, record=False)
 
     # ---------------------------------------------------------------- building
     def _neuron_params(self, rng: np.random.Generator) -> np.ndarray:
@@ -494,7 +513,14 @@ class Culture:
                 self._user_gv + self._elec_gv,
             )
             self._drive_dirty = False
+        self._run(out, self._key, self.sample_index, record=True)
+        self.sample_index += n_samples
+        return out
+
+    def _run(self, out: np.ndarray, key: np.uint64, step0: int, record: bool) -> None:
+        """Integrate ``len(out)`` samples from absolute step ``step0`` into ``out``."""
         i_ext, g_cl, gv_cl = self._drive
+        n_samples = out.shape[0]
         done = 0
         while done < n_samples:
             cap = max(2 * self.n_neurons, int(self.n_neurons * (n_samples - done) * self.dt_s * 40))
@@ -502,7 +528,7 @@ class Culture:
             sp_step = np.empty(cap, dtype=np.int64)
             sp_neuron = np.empty(cap, dtype=np.int32)
             steps, n_sp = kern.run_network(
-                n_samples - done, self.sample_index, self._key,
+                n_samples - done, step0 + done, key,
                 self._v, self._w, self._w_slow, self._i_exc, self._i_slow, self._i_inh,
                 self._i_noise, self._refractory, self._prm, self._noise_decay,
                 self._decay_exc, self._slow_ratio, self._decay_slow, self._decay_inh,
@@ -512,12 +538,10 @@ class Culture:
                 self._ring_exc, self._ring_inh, out[done:],
                 sp_step, sp_neuron, 0,
             )  # fmt: skip
-            if n_sp:
+            if record and n_sp:
                 self._spike_steps.append(sp_step[:n_sp].copy())
                 self._spike_neurons.append(sp_neuron[:n_sp].copy())
             done += int(steps)
-            self.sample_index += int(steps)
-        return out
 
     def spikes(self) -> tuple[np.ndarray, np.ndarray]:
         """Every spike so far: (sample index int64, neuron int32), in time order."""
