@@ -24,6 +24,7 @@ started: the train is sent again; partial: :class:`DataIntegrityError`.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -83,6 +84,7 @@ class CrossbarRig:
         self.reconnect_delay_s = reconnect_delay_s
         self.trains_recovered = 0
         """Trains whose instrument connection dropped and was recovered."""
+        self._lock = threading.RLock()
         with self._safe():
             self.rows, self.cols = selector.size()
             selector.ground_all()
@@ -250,15 +252,21 @@ class CrossbarRig:
 
     @contextmanager
     def _safe(self) -> Iterator[None]:
-        """On any exception: output off, lines grounded, then re-raise."""
-        try:
-            yield
-        except BaseException:
-            self.shutdown()
-            raise
+        """One operation at a time (a train spans both instruments); on any exception:
+        output off, lines grounded, then re-raise."""
+        with self._lock:
+            try:
+                yield
+            except BaseException:
+                self.shutdown()
+                raise
 
     def shutdown(self) -> None:
         """Output off and every line grounded; best effort on each instrument, never raises."""
+        with self._lock:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
         for name, action in (
             ("SMU abort", self.smu.abort_visits),
             ("SMU output off", self.smu.output_off),

@@ -780,11 +780,10 @@ class Keithley2450Device(ScpiDevice):
 
     @scpi(":TRIGger:STATe?")
     def trigger_state_query(self, call: Call) -> str:
-        state = (
-            self.trigger_state
-            if self.runner.running
-            else self.trigger_state.replace("RUNNING", "IDLE").replace("WAITING", "IDLE")
-        )
+        """``<state>;<state>;<last block>`` as the 2450 answers (IDLE, RUNNING, WAITING, …)."""
+        state = self.trigger_state
+        if not self.runner.running and state in ("RUNNING", "WAITING"):
+            state = "IDLE"  # the thread has just ended and not yet written its final state
         return f"{state};{state};{self.block_now}"
 
     @scpi(":INITiate[:IMMediate]")

@@ -428,8 +428,6 @@ class KeysightB2900Device(ScpiDevice):
                     break
                 pacer.resync()
                 pacer.spend(delay)
-            elif self.trigger_source == "TIM" and k > 0:
-                pass  # the point period below is the timer
             level = (
                 self.list_levels[k % len(self.list_levels)]
                 if self.mode == "LIST"

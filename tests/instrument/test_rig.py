@@ -8,6 +8,7 @@ connection mid-train, safe shutdown on every exit path, both SMU models.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -292,3 +293,47 @@ def test_recover_when_the_selector_cable_is_unplugged_after_a_train(rig_and_lab,
     assert truth(lab).pulses_applied - pulses_before == 8
     np.testing.assert_allclose(result.conductance_s, truth(lab).conductance()[4], rtol=0.06)
     assert rig.read((4, 4)) > 0
+
+
+def test_two_threads_share_one_rig_one_train_at_a_time(rig_and_lab):
+    rig, lab = rig_and_lab
+    pulses_before = truth(lab).pulses_applied
+    results: dict[int, Any] = {}
+
+    def work(row: int) -> None:
+        results[row] = rig.pulse_train([(row, c) for c in range(8)], [1.2] * 8, 1e-5)
+
+    threads = [threading.Thread(target=work, args=(row,)) for row in (2, 6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(results) == [2, 6]
+    assert truth(lab).pulses_applied - pulses_before == 16
+    for row, result in results.items():
+        assert result.cells == tuple((row, c) for c in range(8))
+        assert np.isfinite(result.conductance_s).all()
+
+
+@pytest.mark.parametrize(
+    ("technology", "program_v", "width_s", "undo_v", "direction"),
+    [
+        ("pcm", 2.0, 1e-5, 3.5, +1),  # partial SET up; one RESET pulse down
+        ("mram", 0.7, 1e-5, -0.9, +1),  # AP -> P up; P -> AP down
+        ("flash", 15.5, 1e-4, -18.0, -1),  # ISPP raises V_th (G down); block erase undoes
+    ],
+)
+def test_each_technology_is_programmed_over_the_wire(
+    technology, program_v, width_s, undo_v, direction
+):
+    with rig_lab(technology=technology) as (config, lab), open_rig(config) as rig:
+        cell = (1, 6)
+        if technology == "mram":
+            rig.pulse(cell, -0.9, 1e-4)  # start from all junctions antiparallel
+        before = rig.read(cell)
+        after = rig.pulse_train([cell] * 4, [program_v] * 4, width_s).conductance_s[-1]
+        assert direction * (after - before) > 0.3 * before
+        assert after == pytest.approx(truth(lab).conductance()[cell], rel=0.1)
+        rig.pulse(cell, undo_v, 1e-3 if technology == "flash" else width_s)
+        undone = rig.read(cell)
+        assert direction * (after - undone) > 0.3 * abs(after - before)
