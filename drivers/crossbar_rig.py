@@ -227,6 +227,8 @@ class CrossbarRig:
         for instrument in (self.smu, self.selector):
             if getattr(instrument, "address", None) == exc.resource or not _alive(instrument):
                 instrument.reconnect(self.reconnect_attempts, self.reconnect_delay_s)
+        if self.selector.scan_status().state == "IDLE" and self.smu.visits_running():
+            self.smu.abort_visits()  # never armed: the SMU waits for a ready that will not come
         deadline = time.monotonic() + self.smu.train_time_s(plan) * 3 + 10.0 + 2e-3 * plan.visits
         while self.smu.visits_running():
             if time.monotonic() > deadline:

@@ -337,3 +337,23 @@ def test_each_technology_is_programmed_over_the_wire(
         rig.pulse(cell, undo_v, 1e-3 if technology == "flash" else width_s)
         undone = rig.read(cell)
         assert direction * (after - undone) > 0.3 * abs(after - before)
+
+
+def test_recover_when_the_selector_drops_before_arming(rig_and_lab, monkeypatch):
+    rig, lab = rig_and_lab
+    pty = lab.instruments["selector"].servers[0]
+    original = rig.selector.arm_scan
+    calls = []
+
+    def unplug_then_arm() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            pty.replug()  # the SMU already waits for ready; the arm command is lost
+        original()
+
+    monkeypatch.setattr(rig.selector, "arm_scan", unplug_then_arm)
+    pulses_before = truth(lab).pulses_applied
+    result = rig.pulse_train([(0, c) for c in range(8)], [1.2] * 8, 1e-5)
+    assert rig.trains_recovered == 1 and len(calls) == 2
+    assert truth(lab).pulses_applied - pulses_before == 8
+    np.testing.assert_allclose(result.conductance_s, truth(lab).conductance()[0], rtol=0.06)
