@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
             from instrument.embedded_lab import embedded_lab
 
             with embedded_lab(seed=args.seed, options=_sim_options(args)) as (config, _lab):
-                return _record(config, args, electroporate=not args.no_electroporate)
+                # a playback cannot respond to a pulse: electroporate the culture only
+                electroporate = not args.no_electroporate and not args.playback
+                return _record(config, args, electroporate=electroporate)
         return _record(load(args.config), args, electroporate=False)
     except (ConfigError, SessionPathError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

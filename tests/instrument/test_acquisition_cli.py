@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -104,3 +107,31 @@ def test_session_folders(tmp_path):
     other.mkdir()
     (other / "a.nwb").write_bytes(b"")
     assert find_recording(other) == other / "a.nwb"
+
+
+@pytest.mark.slow
+def test_record_from_brainpaste_sim_in_another_process(tmp_path, capsys):
+    """The bench setup: `brainpaste sim > lab.toml` in one process, record in another;
+    the ground truth crosses over the wire (:SIM:TRUT?)."""
+    lab_toml = tmp_path / "lab.toml"
+    with open(lab_toml, "w") as out:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "instrument.cli", "sim", "--seed", "5", "--duration", "120"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "data_port" not in lab_toml.read_text():
+            assert sim.poll() is None, sim.stderr.read().decode()
+            assert time.monotonic() < deadline, "brainpaste sim printed no cnea instrument"
+            time.sleep(0.1)
+        session = tmp_path / "s"
+        argv = ["record", "--config", str(lab_toml), "--duration", "0.2", "--out", str(session)]
+        assert main([*argv, "--no-progress"]) == 0, capsys.readouterr().err
+    finally:
+        sim.terminate()
+        sim.wait(timeout=30)
+    with open_recording(session) as rec:
+        assert rec.n_samples == 2000
+        assert rec.truth is not None and rec.truth.attrs["culture_seed"] == 5
