@@ -392,6 +392,8 @@ def mix_channels(
     noise_std: np.ndarray,
     alpha: np.ndarray,
     state: np.ndarray,
+    artifact: np.ndarray,
+    artifact_decay: float,
     out: np.ndarray,
 ) -> None:
     """What every amplifier input sees for a block of samples (one-pole filtered).
@@ -403,6 +405,8 @@ def mix_channels(
     (derivative) pick-up. Voltage clamp: ``gain_v = -g`` and ``offset = g*(command -
     rest)`` give the clamp current ``g*(command - V)``. Saturated channels have
     ``alpha`` 0 and their state at the rail. ``prev_dev`` (C,) carries d between blocks.
+    ``artifact`` (C,) is a pulse artifact added to ``x`` that decays by ``artifact_decay``
+    per sample.
     """
     n_s = v_block.shape[0]
     n_n = v_block.shape[1]
@@ -420,7 +424,8 @@ def mix_channels(
         base = key + np.uint64(step0 + s) * np.uint64(n_c) * _GOLDEN
         orow = out[s]
         for c in range(n_c):
-            x = sig[c] + noise_std[c] * _normal(mix64(base + np.uint64(c) * _GOLDEN))
+            x = sig[c] + artifact[c] + noise_std[c] * _normal(mix64(base + np.uint64(c) * _GOLDEN))
+            artifact[c] *= artifact_decay
             y = state[c] + alpha[c] * (x - state[c])
             state[c] = y
             orow[c] = y

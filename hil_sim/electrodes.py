@@ -14,8 +14,11 @@ x = (col + 0.5) * pitch, y = (row + 0.5) * pitch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,6 +40,17 @@ _CHUNK = 128
 CHANNEL_OK = 0
 CHANNEL_DEAD = 1
 CHANNEL_SATURATED = 2
+
+
+def _locked[T](method: Callable[..., T]) -> Callable[..., T]:
+    """Run ``method`` under the array's lock (the board's control and data threads share it)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ElectrodeArray, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class ElectrodeError(ValueError):
@@ -86,6 +100,11 @@ class ElectrodeParams:
     access_tau_sigma: float = 0.3
     access_update_samples: int = 1000
     """Access is re-evaluated every this many samples (aligned to sample 0)."""
+    artifact_fraction: float = 0.3
+    """Electroporation artifact: the pulsed channel jumps by this fraction of the pulse
+    amplitude (beyond full scale for any useful pulse) and recovers exponentially."""
+    artifact_tau_s: float = 2e-3
+    """Recovery time constant of the electroporation artifact, s."""
     max_current_a: float = 10e-9
     max_command_v: float = 0.2
 
@@ -149,6 +168,9 @@ class ElectrodeArray:
         self._opened_at = np.zeros(N_CHANNELS, dtype=np.int64)
         self._access = np.zeros(N_CHANNELS)
         self._state = np.where(status == CHANNEL_SATURATED, self._rail, 0.0).astype(np.float32)
+        self._artifact = np.zeros(N_CHANNELS, dtype=np.float32)
+        self._artifact_decay = math.exp(-1.0 / (p.artifact_tau_s * self.sample_rate_hz))
+        self._lock = threading.RLock()
         self._rest = culture.resting_potential_v.astype(np.float32)
         self._neuron_ext = np.where(self._neuron >= 0, self._neuron, n).astype(np.int64)
         dev = np.append(culture.membrane_potential() - culture.resting_potential_v, 0.0)
@@ -182,6 +204,7 @@ class ElectrodeArray:
             raise ElectrodeError(f"channel indices must lie in [0, {N_CHANNELS})")
         return idx.astype(np.int64)
 
+    @_locked
     def set_mode(self, channels: Any, mode: str, level: float = 0.0) -> None:
         """Put ``channels`` in ``mode``: "current_clamp" (level = injected A; 0 = plain
         recording) or "voltage_clamp" (level = command membrane potential, V)."""
@@ -200,11 +223,13 @@ class ElectrodeArray:
         self._level[idx] = level
         self._gains_dirty = True
 
+    @_locked
     def mode(self, channel: int) -> tuple[str, float]:
         """(mode, level) of one channel."""
         c = int(self._channels([channel])[0])
         return MODES[self._mode[c]], float(self._level[c])
 
+    @_locked
     def electroporate(self, channels: Any, amplitude_v: float, width_s: float) -> None:
         """Apply an electroporation pulse to ``channels``: each coupled electrode opens
         intracellular access with a probability that grows with amplitude and width."""
@@ -217,9 +242,15 @@ class ElectrodeArray:
         if not (math.isfinite(width_s) and 0.0 < width_s <= p.max_pulse_s):
             raise ElectrodeError(f"pulse width must be in (0, {p.max_pulse_s}] s")
         prob = self.open_probability(amplitude_v, width_s)
+        working = idx[self.channel_status[idx] == CHANNEL_OK]
+        # the pulse polarises the electrode: an artifact beyond full scale that recovers
+        # over a few ms (in voltage clamp a current of 1 µA per volt of artifact)
+        jump = p.artifact_fraction * amplitude_v
+        per_mode = np.where(self._mode[working] == 0, jump, jump * 1e-6)
+        self._artifact[working] += per_mode.astype(np.float32)
         draw = self._rng_pulse.random(idx.size)
         strength = self._rng_pulse.uniform(p.access_open_min, p.access_open_max, idx.size)
-        self._update_access(force=True)
+        self._update_access()
         ok = (draw < prob) & (self._neuron[idx] >= 0)
         opened = idx[ok]
         now = self.culture.sample_index
@@ -238,26 +269,26 @@ class ElectrodeArray:
         )
         return p.electroporation_max_probability * (1.0 - math.exp(-dose))
 
+    @_locked
     def access(self) -> np.ndarray:
         """(4096,) float32 current access quality 0..1 (0 on uncoupled and bad channels)."""
-        self._update_access(force=True)
+        self._update_access()
         out = self._access.copy()
         out[self.channel_status != CHANNEL_OK] = 0.0
         return out.astype(np.float32)
 
-    def _update_access(self, force: bool = False) -> None:
+    def _update_access(self) -> None:
         """Re-evaluate access on the grid of ``access_update_samples`` (chunking independent)."""
         b = self.params.access_update_samples
         grid = (self.culture.sample_index // b) * b
-        if grid == self._access_at and not force:
+        if grid == self._access_at:
             return
-        if grid != self._access_at:
-            open_ = self._access0 > 0
-            if np.any(open_):
-                age = np.maximum(grid - self._opened_at[open_], 0) / self.sample_rate_hz
-                self._access[open_] = self._access0[open_] * np.exp(-age / self._tau_access[open_])
-                self._gains_dirty = True
-            self._access_at = grid
+        open_ = self._access0 > 0
+        if np.any(open_):
+            age = np.maximum(grid - self._opened_at[open_], 0) / self.sample_rate_hz
+            self._access[open_] = self._access0[open_] * np.exp(-age / self._tau_access[open_])
+            self._gains_dirty = True
+        self._access_at = grid
 
     def _refresh_gains(self) -> None:
         """Per-channel mixing gains and the electrodes' drive on each neuron."""
@@ -299,6 +330,7 @@ class ElectrodeArray:
         self._gains_dirty = False
 
     # ---------------------------------------------------------------- data
+    @_locked
     def read(self, n_samples: int) -> np.ndarray:
         """Advance culture and electrodes ``n_samples``; (n_samples, 4096) float32 of what
         each amplifier input sees (V in current clamp, A in voltage clamp)."""
@@ -318,16 +350,19 @@ class ElectrodeArray:
             kern.mix_channels(
                 v, self._rest, now, self._key, self._neuron_ext, self._gain_v,
                 self._gain_dv, self._offset, self._prev_dev, self._noise_std,
-                self._alpha_eff, self._state, out[done : done + chunk],
+                self._alpha_eff, self._state, self._artifact, self._artifact_decay,
+                out[done : done + chunk],
             )  # fmt: skip
             done += chunk
         return out
 
     # ---------------------------------------------------------------- truth
+    @_locked
     def electrode_neuron(self) -> np.ndarray:
         """(4096,) int32 neuron each working electrode couples to, -1 for none."""
         return np.where(self.channel_status == CHANNEL_OK, self._neuron, -1).astype(np.int32)
 
+    @_locked
     def truth(self) -> dict[str, np.ndarray]:
         """Ground truth with exactly the fields of ``instrument.recording.GroundTruth``.
 
@@ -350,6 +385,7 @@ class ElectrodeArray:
         )
         return {k: out[k] for k in order}
 
+    @_locked
     def truth_attrs(self) -> dict[str, Any]:
         """Seed, model and parameters (culture and electrodes) as JSON-able scalars."""
         attrs = self.culture.truth_attrs()

@@ -178,6 +178,7 @@ def test_intracellular_psps_are_seen_only_with_access():
 
     no_access = np.mean([evoked() for _ in range(5)], axis=0)
     arr.electroporate(chans, 3.0, 1e-3)
+    arr.read(1000)  # let the pulse artifact recover
     acc = arr.access()[chans]
     assert np.any(acc > 0)
     with_access = np.mean([evoked() for _ in range(5)], axis=0)
@@ -256,3 +257,17 @@ def test_bad_requests_raise_electrode_error():
 def test_params_are_json_scalars():
     attrs = dataclasses.asdict(ElectrodeParams())
     assert all(isinstance(v, (int, float)) for v in attrs.values())
+
+
+def test_electroporation_pulse_leaves_a_recovering_artifact_on_its_channels():
+    arr = small_array(seed=7, quiet=True)
+    en = arr.electrode_neuron()
+    pulsed = np.flatnonzero((en < 0) & (arr.channel_status == 0))[:3]
+    other = np.flatnonzero((en < 0) & (arr.channel_status == 0))[3:6]
+    arr.read(100)
+    arr.electroporate(pulsed, 2.0, 1e-3)
+    x = arr.read(400)
+    assert np.all(x[0, pulsed] > 0.3)  # far beyond any ADC full scale: the channel saturates
+    assert np.all(np.abs(x[0, other]) < 100e-6)
+    assert np.all(np.abs(x[300:, pulsed]) < 100e-6)  # recovered within ~30 ms
+    assert np.all(np.diff(x[1:50, pulsed], axis=0) < 0)  # monotonic recovery after the low-pass
