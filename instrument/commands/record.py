@@ -8,6 +8,7 @@ names (real, or an emulator started with ``brainpaste sim``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -17,10 +18,10 @@ from tqdm import tqdm
 
 from drivers.errors import DriverError
 from instrument.acquisition import Acquisition, AcquisitionSettings, AcquisitionStatus
-from instrument.config import ConfigError, LabConfig, load
+from instrument.config import ConfigError, LabConfig, load, parse_section
 from instrument.connect import open_instrument
 from instrument.session_files import SessionPathError, new_session_dir, session_file_for_output
-from instrument.storage import DEFAULT_CODEC, StorageError
+from instrument.storage import DEFAULT_CODEC, StorageError, codec_options
 
 CODECS = (
     "blosc-lz4-bitshuffle",
@@ -64,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="with --sim: the board plays this session file instead of the culture",
     )
-    p.add_argument("--codec", default=DEFAULT_CODEC, choices=CODECS, help="trace compression")
+    p.add_argument(
+        "--codec",
+        choices=CODECS,
+        help=f"trace compression (default [acquisition] codec, {DEFAULT_CODEC})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -133,6 +138,10 @@ def _record(config: LabConfig, args: argparse.Namespace, *, electroporate: bool)
             f"instrument {args.instrument!r} uses driver {inst.driver!r}, not cnea_board",
             key=f"instruments.{args.instrument}.driver",
         )
+    settings = parse_section(AcquisitionSettings, config, "acquisition")
+    if args.codec:
+        settings = dataclasses.replace(settings, codec=args.codec)
+    codec_options(settings.codec)  # an unknown codec is refused before anything starts
     out_dir = Path(args.out) if args.out else new_session_dir(config.lab.data_dir)
     path = session_file_for_output(out_dir)
     board = open_instrument(config, args.instrument)
@@ -152,11 +161,7 @@ def _record(config: LabConfig, args: argparse.Namespace, *, electroporate: bool)
                 "channels_with_access": opened,
             }
         acq = Acquisition(
-            board,
-            path,
-            duration_s=args.duration,
-            settings=AcquisitionSettings(codec=args.codec),
-            extra_settings=extra,
+            board, path, duration_s=args.duration, settings=settings, extra_settings=extra
         )
         progress = _Progress(args.duration, disable=args.no_progress)
         try:

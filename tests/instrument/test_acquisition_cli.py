@@ -135,3 +135,23 @@ def test_record_from_brainpaste_sim_in_another_process(tmp_path, capsys):
     with open_recording(session) as rec:
         assert rec.n_samples == 2000
         assert rec.truth is not None and rec.truth.attrs["culture_seed"] == 5
+
+
+def test_acquisition_table_of_the_lab_file(tmp_path, capsys):
+    from instrument.acquisition import AcquisitionSettings
+    from instrument.config import ConfigError, load, parse_section
+
+    defaults = parse_section(AcquisitionSettings, load(), "acquisition")
+    assert defaults == AcquisitionSettings()  # default_lab.toml documents the real defaults
+    lab_toml = tmp_path / "lab.toml"
+    lab_toml.write_text("[acquisition]\nring_s = 0.5\ncodec = 'gzip'\n")
+    assert parse_section(AcquisitionSettings, load(lab_toml), "acquisition").ring_s == 0.5
+    lab_toml.write_text("[acquisition]\nring = 0.5\n")
+    with pytest.raises(ConfigError, match=r"acquisition\.ring"):
+        parse_section(AcquisitionSettings, load(lab_toml), "acquisition")
+    lab_toml.write_text(
+        "[acquisition]\ncodec = 'zip'\n[instruments.cnea]\ndriver = 'cnea_board'\n"
+        "resource = 'TCPIP::127.0.0.1::1::SOCKET'\n"
+    )
+    assert main(["record", "--config", str(lab_toml), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown codec" in capsys.readouterr().err
