@@ -110,11 +110,11 @@ def test_gain_validator():
 
 def test_truth_absent_on_a_real_board(demo_tcp):
     """A board without the emulator's command answers -113: no truth, no timeout."""
-    board = CneaBoard.open(demo_tcp.visa_resource, timeout_s=1.0)
+    board = CneaBoard.open(demo_tcp.visa_resource, timeout_s=3.0)
     try:
         start = time.monotonic()
         assert board.truth() is None
-        assert time.monotonic() - start < 0.9
+        assert time.monotonic() - start < 2.5  # answered, not timed out
         board.check_errors()
     finally:
         board.transport.close()

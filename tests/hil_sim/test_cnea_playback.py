@@ -75,13 +75,13 @@ def test_not_a_session_file(tmp_path):
 
 def test_recording_a_playback_gives_back_the_same_codes(recorded, tmp_path):
     path, data = recorded
-    with CneaBoardEmulator(PlaybackSource(path), rate=50.0, samples_per_frame=10) as emu:
+    with CneaBoardEmulator(PlaybackSource(path), rate=10.0, samples_per_frame=10) as emu:
         board = CneaBoard.open(emu.resource, data_port=emu.data_port)
         try:
             np.testing.assert_allclose(board.nominal_gain(), 5e-6)
             np.testing.assert_allclose(board.nominal_offset(), np.linspace(-1e-4, 1e-4, 8))
             out = tmp_path / "copy" / "session.h5"
-            Acquisition(board, out, duration_s=0.25).wait()
+            Acquisition(board, out, duration_s=0.25, settings=AcquisitionSettings(ring_s=10)).wait()
         finally:
             board.close()
     with open_recording(out) as rec:

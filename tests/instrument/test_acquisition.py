@@ -22,13 +22,17 @@ from instrument.acquisition import Acquisition, AcquisitionSettings, minmax_deci
 from instrument.recording import GAP_FILL, open_hdf5_recording
 from tests.cnea_source import SineSource
 
-FAST = AcquisitionSettings(stall_timeout_s=0.3, stall_abort_s=1.0, reconnect_delay_s=0.1)
+FAST = AcquisitionSettings(
+    ring_s=10.0, stall_timeout_s=0.3, stall_abort_s=1.0, reconnect_delay_s=0.1
+)
+"""Quick to give up on a stalled link; a deep ring so a busy CI machine never trips the
+backpressure stop (that has its own test)."""
 
 
 @pytest.fixture
 def emulator():
-    # paced at 20x real time: fast, and the host keeps up (unpaced, a board outruns any writer)
-    with CneaBoardEmulator(SineSource(64), keep_samples=True, rate=20.0) as emu:
+    # paced at 10x real time: fast, and the host keeps up (unpaced, a board outruns any writer)
+    with CneaBoardEmulator(SineSource(64), keep_samples=True, rate=10.0) as emu:
         yield emu
 
 
@@ -174,7 +178,7 @@ def test_write_failing_with_enospc_keeps_what_was_written(board, emulator, tmp_p
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(h5py.Dataset, "write_direct", failing)
-    acq = Acquisition(board, path, settings=AcquisitionSettings(flush_interval_s=0.0))
+    acq = Acquisition(board, path, settings=AcquisitionSettings(ring_s=10.0, flush_interval_s=0.0))
     with pytest.raises(storage.DiskFullError):
         acq.wait()
     monkeypatch.undo()
@@ -237,7 +241,8 @@ def test_a_second_process_reads_while_recording(emulator, tmp_path):
         print(" ".join(map(str, sizes)))
         """
     )
-    acq = Acquisition(board, path, settings=AcquisitionSettings(flush_interval_s=0.2)).start()
+    settings = AcquisitionSettings(ring_s=10.0, flush_interval_s=0.2)
+    acq = Acquisition(board, path, settings=settings).start()
     try:
         proc = subprocess.run(
             [sys.executable, "-c", reader], capture_output=True, text=True, timeout=60

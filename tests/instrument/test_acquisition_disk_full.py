@@ -27,7 +27,7 @@ RECORD = textwrap.dedent(
 
     path, proactive = sys.argv[1], sys.argv[2] == "proactive"
     settings = AcquisitionSettings(
-        codec="none", reserve_bytes=24 << 20, min_free_bytes=None if proactive else 0
+        ring_s=10.0, codec="none", reserve_bytes=24 << 20, min_free_bytes=None if proactive else 0
     )
     with CneaBoardEmulator(SineSource(64), keep_samples=True, rate=20.0) as emu:
         board = CneaBoard.open(emu.resource, data_port=emu.data_port)
