@@ -56,9 +56,9 @@ class CultureParams:
     connection_length_m: float = 150e-6
     """Standard deviation of the Gaussian connection probability vs distance."""
     # delays
-    synaptic_delay_s: float = 0.8e-3
-    conduction_velocity_m_per_s: float = 0.3
-    delay_jitter_s: float = 0.6e-3
+    synaptic_delay_s: float = 1.0e-3
+    conduction_velocity_m_per_s: float = 0.25
+    delay_jitter_s: float = 1.2e-3
     min_delay_s: float = 1.0e-3
     max_delay_s: float = 5.0e-3
     # PSP amplitudes at rest (peak), log-normal
@@ -73,6 +73,8 @@ class CultureParams:
     """Fraction of excitatory synapses that are strong ('eventful')."""
     strong_median_v: float = 11e-3
     strong_sigma: float = 0.15
+    max_subthreshold_psp_v: float = 16e-3
+    """Strong synapses are scaled down until their PSP at rest stays below this."""
     tau_syn_exc_s: float = 4e-3
     tau_syn_inh_s: float = 6e-3
     slow_exc_charge_fraction: float = 0.5
@@ -112,7 +114,7 @@ class CultureParams:
     threshold_spread_v: float = 1.5e-3
     spike_peak_v: float = 30e-3
     # background synaptic bombardment (Ornstein–Uhlenbeck current)
-    exc_drive_mean_a: float = 180e-12
+    exc_drive_mean_a: float = 183e-12
     inh_drive_mean_a: float = 60e-12
     drive_std_a: float = 60e-12
     drive_tau_s: float = 5e-3
@@ -400,9 +402,21 @@ class Culture:
         gain = np.where(exc_pre, g_exc[post], g_inh[post]) / unit
         current = sign * amp / gain
         slow = np.where(exc_pre, self._slow_ratio, 0.0)
+        post64 = post.astype(np.int64)
         peak, at = kern.probe_psp(
-            self._prm, post.astype(np.int64), current, decay_per, slow, self._decay_slow, 800
+            self._prm, post64, current, decay_per, slow, self._decay_slow, 800
         )
+        # a synapse listed by its PSP at rest must not fire its target from rest: scale
+        # down the few strong ones that would (low threshold, high input resistance)
+        for _ in range(20):
+            fires = np.abs(peak) > p.max_subthreshold_psp_v
+            if not fires.any():
+                break
+            current[fires] *= 0.85
+            peak[fires], at[fires] = kern.probe_psp(
+                self._prm, post64[fires], current[fires], decay_per[fires], slow[fires],
+                self._decay_slow, 800,
+            )  # fmt: skip
         latency = (delay_steps + at) * dt
 
         gap_a, gap_b, gap_g = self._pick_gap_pairs(rng_gap)

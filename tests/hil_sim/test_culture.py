@@ -116,6 +116,17 @@ def test_psp_amplitudes_are_log_normal_from_tenths_of_mv_to_a_few_mv(default_cul
     assert 0.005 < strong.mean() < 0.05
 
 
+def test_every_chemical_psp_peaks_5_to_15_ms_after_the_spike_and_stays_subthreshold(
+    default_culture,
+):
+    s = default_culture.synapses
+    chem = s.kind != 2
+    assert s.peak_latency_s[chem].min() >= 5e-3
+    assert s.peak_latency_s[chem].max() <= 15e-3
+    assert np.all(s.peak_latency_s[chem] > s.delay_s[chem])
+    assert np.abs(s.weight_v).max() < 20e-3  # no synapse fires its target from rest
+
+
 def test_measured_psp_matches_truth_peak_and_latency(quiet_culture):
     culture = quiet_culture
     s = culture.synapses
