@@ -48,7 +48,7 @@ from drivers.cnea_board import (
 )
 from drivers.cnea_frames import FLAG_CALIBRATION, FLAG_STIMULUS, Frame
 from drivers.errors import ConnectionLost, DataIntegrityError, DriverError
-from instrument.recording import GAP_FILL
+from instrument.recording import GAP_FILL, GroundTruth
 from instrument.storage import (
     DEFAULT_CODEC,
     DiskFullError,
@@ -448,6 +448,11 @@ class Acquisition:
         if self.state != "idle":
             raise RuntimeError(f"acquisition already {self.state}")
         board = self.board
+        if board.acquiring:
+            raise DriverError(
+                "the board is already acquiring (another recording?); stop it first",
+                resource=board.address,
+            )
         identity = str(board.identify())
         settings = board.settings()
         settings.update(self.extra_settings)
@@ -455,8 +460,6 @@ class Acquisition:
         self.n_channels = board.n_channels
         truth = board.truth() if self.with_truth else None
         truth_arrays, truth_attrs = truth if truth else ({}, {})
-        from instrument.recording import GroundTruth
-
         if truth_arrays and not all(name in truth_arrays for name in GroundTruth.FIELDS):
             log.info("the board's ground truth is incomplete; the recording gets no /truth")
             truth_arrays = {}
@@ -503,8 +506,8 @@ class Acquisition:
             ]
             for thread in self._threads:
                 thread.start()
-            board.start(self._stream)
             self._writer_note(f"start: board sample {status.next_sample}, {identity}")
+            board.start(self._stream)
         except BaseException as exc:
             self._fail(exc, f"start failed: {exc}")
             if self._threads:

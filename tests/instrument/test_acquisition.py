@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from drivers.cnea_board import CneaBoard, StreamStalled
-from drivers.errors import ConnectionLost
+from drivers.errors import ConnectionLost, DriverError
 from hil_sim.cnea_board import CneaBoardEmulator
 from instrument import storage
 from instrument.acquisition import Acquisition, AcquisitionSettings, minmax_decimate
@@ -307,3 +307,11 @@ def test_refuses_to_overwrite(board, tmp_path):
     with pytest.raises(storage.StorageError, match="never overwrites"):
         Acquisition(board, path).start()
     assert path.read_bytes() == b"precious"
+
+
+def test_refuses_a_board_that_is_already_acquiring(board, tmp_path):
+    board.start()
+    with pytest.raises(DriverError, match="already acquiring"):
+        Acquisition(board, tmp_path / "session.h5").start()
+    board.stop()
+    assert not (tmp_path / "session.h5").exists()
