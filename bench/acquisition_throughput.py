@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import math
 import multiprocessing as mp
+import os
 import socket
 import statistics
 import sys
@@ -265,6 +266,8 @@ def main() -> int:
     repeats = 3
     rates = [2.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0]
 
+    load0 = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load0:.1f} at the start")
     with tempfile.TemporaryDirectory(prefix="bench-acq-") as tmp:
         workdir = Path(tmp)
         playback = workdir / "playback.h5"
@@ -290,9 +293,16 @@ def main() -> int:
             print(f"\nRamp: end-to-end at paced rates, {run_s:g} s of data each ({args.codec}):")
             sustained = 0.0
             for rate in rates:
-                r = run_acquisition(emu, rate, run_s, workdir, args.codec)
-                verdict = "clean" if r["ok"] else f"FAILED ({r['reason']}, lost {r['lost']:g})"
-                print(f"  paced {rate:5.1f}x -> achieved {r['rt']:5.2f}x, {verdict}", flush=True)
+                for attempt in (1, 2):  # a failure gets one retry: the machine is shared
+                    r = run_acquisition(emu, rate, run_s, workdir, args.codec)
+                    verdict = "clean" if r["ok"] else f"FAILED ({r['reason']}, lost {r['lost']:g})"
+                    print(
+                        f"  paced {rate:5.1f}x -> achieved {r['rt']:5.2f}x, {verdict}"
+                        + (" (retry)" if attempt == 2 else ""),
+                        flush=True,
+                    )
+                    if r["ok"]:
+                        break
                 if not r["ok"]:
                     break
                 sustained = rate
@@ -328,6 +338,11 @@ def main() -> int:
     print(f"  end-to-end / bare loop: {med(e2e, 'rt') / med(bare, 'rt'):.2f}")
     print(f"  compression ({args.codec}): {med(e2e, 'ratio'):.2f}x smaller than raw")
     print("  CPU s/s = CPU seconds of the process per second of data (1.0 = one core at 1x)")
+    print(
+        f"  load-independent capacity: acquisition {1 / med(e2e, 'cpu_per_s'):.1f}x and emulator "
+        f"{1 / med(e2e, 'emu_cpu_per_s'):.1f}x real time per CPU core; load average "
+        f"{load0:.1f} -> {os.getloadavg()[0]:.1f} during the run"
+    )
     if args.plot:
         import matplotlib
 
