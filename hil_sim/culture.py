@@ -119,9 +119,11 @@ class CultureParams:
     drive_std_a: float = 60e-12
     drive_tau_s: float = 5e-3
     drive_spread: float = 0.25
+    """Log-normal spread of the mean drive across neurons (sets the spread of rates)."""
     warmup_s: float = 3.0
     """Unrecorded settling run at construction (skips the cold-start burst)."""
-    """Log-normal spread of the mean drive across neurons (sets the spread of rates)."""
+    spike_history_s: float = 600.0
+    """Spikes older than this are forgotten (bounds memory on long runs), s."""
 
     def validate(self) -> None:
         """Raise :class:`CultureError` for values that cannot build a culture."""
@@ -129,6 +131,8 @@ class CultureParams:
             raise CultureError(f"n_neurons must be >= 2, got {self.n_neurons}")
         if not (math.isfinite(self.warmup_s) and 0.0 <= self.warmup_s <= 600.0):
             raise CultureError(f"warmup_s must be in [0, 600] s, got {self.warmup_s}")
+        if not self.spike_history_s > 0:
+            raise CultureError(f"spike_history_s must be positive, got {self.spike_history_s}")
         if not 0.0 <= self.inhibitory_fraction <= 1.0:
             raise CultureError(
                 f"inhibitory_fraction must be in [0, 1], got {self.inhibitory_fraction}"
@@ -276,6 +280,8 @@ class Culture:
         self._elec_gv = np.zeros(n)
         self._drive = (np.zeros(n), np.zeros(n), np.zeros(n))
         self._drive_dirty = True
+        self.electrodes_attached = False
+        """Set by the one :class:`hil_sim.electrodes.ElectrodeArray` that drives this culture."""
         self._spike_steps: list[np.ndarray] = []
         self._spike_neurons: list[np.ndarray] = []
         self._warm_up()
@@ -287,6 +293,8 @@ class Culture:
         draws its noise from its own stream, so it does not shift the recorded samples'.
         """
         n_warm = round(self.params.warmup_s * self.sample_rate_hz)
+        if n_warm == 0:
+            return
         scratch = np.empty((min(n_warm, 1000), self.n_neurons), dtype=np.float32)
         self._drive = (np.zeros(self.n_neurons),) * 3
         for first in range(0, n_warm, scratch.shape[0]):
@@ -555,19 +563,32 @@ class Culture:
             if record and n_sp:
                 self._spike_steps.append(sp_step[:n_sp].copy())
                 self._spike_neurons.append(sp_neuron[:n_sp].copy())
+                self._forget_old_spikes(step0 + done + int(steps))
             done += int(steps)
 
+    def _forget_old_spikes(self, now: int) -> None:
+        """Drop whole stored chunks that ended before the kept history window."""
+        oldest = now - round(self.params.spike_history_s * self.sample_rate_hz)
+        while self._spike_steps and (
+            self._spike_steps[0].size == 0 or self._spike_steps[0][-1] < oldest
+        ):
+            self._spike_steps.pop(0)
+            self._spike_neurons.pop(0)
+
     def spikes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every spike so far: (sample index int64, neuron int32), in time order."""
+        """The spikes of the last ``spike_history_s`` (older ones are forgotten), in time
+        order: (sample index int64, neuron int32)."""
         if not self._spike_steps:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        if len(self._spike_steps) > 1:
-            self._spike_steps = [np.concatenate(self._spike_steps)]
-            self._spike_neurons = [np.concatenate(self._spike_neurons)]
-        return self._spike_steps[0].copy(), self._spike_neurons[0].copy()
+        steps = np.concatenate(self._spike_steps)
+        neurons = np.concatenate(self._spike_neurons)
+        keep = steps >= self.sample_index - round(self.params.spike_history_s * self.sample_rate_hz)
+        self._spike_steps = [steps[keep]]
+        self._spike_neurons = [neurons[keep]]
+        return steps[keep].copy(), neurons[keep].copy()
 
     def spike_times(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every spike so far: (time s float64, neuron int32), in time order."""
+        """Every spike so far (see :meth:`spikes`): (time s float64, neuron int32)."""
         steps, neurons = self.spikes()
         return steps / self.sample_rate_hz, neurons
 

@@ -112,15 +112,44 @@ class ElectrodeParams:
         """All parameters as JSON-able scalars."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def validate(self, sample_rate_hz: float) -> None:
+        """Raise :class:`ElectrodeError` for values the array cannot work with."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not math.isfinite(value) or value < 0:
+                raise ElectrodeError(f"{f.name} must be finite and >= 0, got {value}")
+        for name in ("pitch_m", "coupling_radius_m", "access_tau_s", "artifact_tau_s"):
+            if getattr(self, name) <= 0:
+                raise ElectrodeError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.coupling_min <= self.coupling_max <= 1:
+            raise ElectrodeError("need 0 < coupling_min <= coupling_max <= 1")
+        if not 0 < self.access_open_min <= self.access_open_max <= 1:
+            raise ElectrodeError("need 0 < access_open_min <= access_open_max <= 1")
+        if (
+            self.dead_fraction + self.saturated_fraction > 1
+            or self.electroporation_max_probability > 1
+        ):
+            raise ElectrodeError("fractions and probabilities must not exceed 1")
+        if not 0 < self.lowpass_hz < sample_rate_hz / 2:
+            raise ElectrodeError(f"lowpass_hz must lie in (0, {sample_rate_hz / 2}) Hz")
+        if self.electroporation_scale_v <= 0 or self.electroporation_reference_s <= 0:
+            raise ElectrodeError("electroporation scale and reference width must be positive")
+        if int(self.access_update_samples) != self.access_update_samples or (
+            self.access_update_samples < 1
+        ):
+            raise ElectrodeError("access_update_samples must be an integer >= 1")
+
 
 class ElectrodeArray:
     """4096 electrodes over a :class:`Culture`; :meth:`read` advances both together."""
 
     def __init__(self, culture: Culture, params: ElectrodeParams | None = None) -> None:
-        self.culture = culture
         self.params = p = params or ElectrodeParams()
-        if p.access_update_samples < 1:
-            raise ElectrodeError("access_update_samples must be >= 1")
+        p.validate(culture.sample_rate_hz)
+        if culture.electrodes_attached:
+            raise ElectrodeError("this culture already has an electrode array (one per culture)")
+        culture.electrodes_attached = True
+        self.culture = culture
         self.sample_rate_hz = culture.sample_rate_hz
         self.n_channels = N_CHANNELS
         seed = int(culture.params.seed)

@@ -186,6 +186,18 @@ def test_inject_and_clamp(quiet_culture):
     assert np.sum(neurons[n0:] == 5) >= 3
 
 
+def test_spike_history_is_bounded():
+    culture = Culture(CultureParams(seed=5, spike_history_s=0.5, **SMALL))
+    culture.advance(5000)
+    steps, _ = culture.spikes()
+    assert steps.size > 0
+    assert steps.min() >= culture.sample_index - 5000
+    culture.advance(15_000)
+    steps, _ = culture.spikes()
+    assert steps.min() >= culture.sample_index - 5000
+    assert sum(chunk.size for chunk in culture._spike_steps) == steps.size
+
+
 def test_bad_requests_raise_culture_error(quiet_culture):
     with pytest.raises(CultureError):
         quiet_culture.inject(10_000, 1e-9)

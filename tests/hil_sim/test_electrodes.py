@@ -250,8 +250,29 @@ def test_bad_requests_raise_electrode_error():
         arr.electroporate([0.5], 2.0, 1e-3)
     with pytest.raises(ElectrodeError):
         arr.read(-5)
+    with pytest.raises(ElectrodeError):
+        ElectrodeArray(arr.culture)  # a second array would fight over the neurons' drive
     # nothing taken so far was lost and the array still reads
     assert arr.read(10).shape == (10, N_CHANNELS)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pitch_m": 0.0},
+        {"noise_rms_v": -1e-6},
+        {"lowpass_hz": 6000.0},
+        {"coupling_min": 0.95},
+        {"dead_fraction": 0.7, "saturated_fraction": 0.5},
+        {"access_tau_s": float("nan")},
+        {"access_update_samples": 0},
+    ],
+)
+def test_bad_params_raise_electrode_error(bad):
+    culture = Culture(CultureParams(seed=1, warmup_s=0.0, **SMALL))
+    with pytest.raises(ElectrodeError):
+        ElectrodeArray(culture, ElectrodeParams(**bad))
+    assert not culture.electrodes_attached
 
 
 def test_params_are_json_scalars():
