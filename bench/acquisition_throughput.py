@@ -148,9 +148,7 @@ def codec_table(playback: Path, workdir: Path, seconds: float) -> dict[str, tupl
 # --- 2./3. the emulator in its own process -------------------------------------------------
 def _serve(path: str, conn: mp.connection.Connection) -> None:
     """Child process: the board emulator playing ``path``; reports its ports, runs until told."""
-    emulator = CneaBoardEmulator(
-        PlaybackSource(path, preload=True), rate=math.inf, fifo_s=0.5, name="bench"
-    )
+    emulator = CneaBoardEmulator(PlaybackSource(path, preload=True), rate=math.inf, name="bench")
     conn.send((emulator.resource, emulator.data_port))
     conn.recv()
     emulator.stop()
