@@ -315,3 +315,27 @@ def test_refuses_a_board_that_is_already_acquiring(board, tmp_path):
         Acquisition(board, tmp_path / "session.h5").start()
     board.stop()
     assert not (tmp_path / "session.h5").exists()
+
+
+@pytest.mark.slow
+def test_culture_recording_matches_the_board_bit_for_bit(tmp_path):
+    """The real thing: 4096 channels of the emulated culture through the embedded lab."""
+    from instrument.connect import open_instrument
+    from instrument.embedded_lab import embedded_lab
+
+    options = {"cnea": {"keep_samples": True, "rate": 5}}
+    with embedded_lab(seed=2, options=options) as (config, lab):
+        board = open_instrument(config, "cnea")
+        try:
+            board.electroporate(None, 2.5, 1e-3)
+            path = tmp_path / "session.h5"
+            settings = AcquisitionSettings(ring_s=10.0)
+            Acquisition(board, path, duration_s=0.3, settings=settings).wait()
+        finally:
+            board.close()
+        first, codes = lab.instruments["cnea"].model.device.tapped_codes()
+    with open_hdf5_recording(path) as rec:
+        assert rec.n_channels == 4096 and rec.n_samples == 3000
+        assert rec.attrs["first_sample_index"] == first
+        np.testing.assert_array_equal(rec.traces[()], codes[:3000])
+        assert rec.truth is not None and rec.truth.attrs["culture_seed"] == 2
