@@ -60,6 +60,9 @@ class RigOptions:
     line_frequency_hz: float = 50.0
     line_resistance_ohm: float = 1.0
     selector_settle_s: float = 20e-6
+    count: int = 1
+    """Rigs to start (each its own array, SMU and selector): instruments ``smu``/``selector``,
+    then ``smu2``/``selector2``…; selector pty links ``ttyXBAR0``, ``ttyXBAR1``…"""
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1:
@@ -72,6 +75,8 @@ class RigOptions:
             raise ValueError(f"rig smu_model {self.smu_model!r}: one of {list(SMU_MODELS)}")
         if not 0 <= self.stuck_rate <= 1:
             raise ValueError(f"rig stuck_rate {self.stuck_rate} outside [0, 1]")
+        if not 1 <= self.count <= 64:
+            raise ValueError(f"rig count {self.count} outside 1..64")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> RigOptions:
@@ -128,35 +133,50 @@ class EmulatedRig:
         self.smu.close()
 
 
+def rig_names(number: int) -> tuple[str, str]:
+    """Instrument names of rig ``number`` (0-based): smu/selector, smu2/selector2, …"""
+    return ("smu", "selector") if number == 0 else (f"smu{number + 1}", f"selector{number + 1}")
+
+
 def start_rig(lab: EmulatedLab) -> None:
-    """Lab builder: the SMU on TCP, the selector on a pty (and TCP), wired to the crossbar."""
+    """Lab builder: ``count`` rigs, each an SMU on TCP and a selector on a pty (and TCP),
+    wired to its own crossbar (rig k seeded with the lab's seed + k)."""
+    options = RigOptions.from_mapping(lab.settings.options.get("rig", {}))
+    for number in range(options.count):
+        _start_one_rig(lab, options, number)
+
+
+def _start_one_rig(lab: EmulatedLab, options: RigOptions, number: int) -> None:
     from hil_sim.lab import EmulatedInstrument  # the lab imports this module to register us
 
-    options = RigOptions.from_mapping(lab.settings.options.get("rig", {}))
-    rig = EmulatedRig(options, seed=lab.settings.seed)
+    smu_name, selector_name = rig_names(number)
+    suffix = "" if number == 0 else str(number + 1)
+    rig = EmulatedRig(options, seed=lab.settings.seed + number)
     lab.on_stop(rig.close)
-    smu_server = TcpLineServer(rig.smu, name="rig-smu")
+    smu_server = TcpLineServer(rig.smu, name=f"rig-smu{suffix}")
     try:
         selector_pty = PtyLineServer(
-            rig.selector, name="rig-selector", link_path=str(lab.workdir / "ttyXBAR0")
+            rig.selector,
+            name=f"rig-selector{suffix}",
+            link_path=str(lab.workdir / f"ttyXBAR{number}"),
         )
     except BaseException:
         smu_server.stop()
         raise
     try:
-        selector_tcp = TcpLineServer(rig.selector, name="rig-selector-tcp")
+        selector_tcp = TcpLineServer(rig.selector, name=f"rig-selector{suffix}-tcp")
     except BaseException:
         smu_server.stop()
         selector_pty.stop()
         raise
     lab.add(
         EmulatedInstrument(
-            "smu", options.smu_model, smu_server.visa_resource, [smu_server], model=rig.crossbar
+            smu_name, options.smu_model, smu_server.visa_resource, [smu_server], model=rig.crossbar
         )
     )
     lab.add(
         EmulatedInstrument(
-            "selector",
+            selector_name,
             "crossbar_selector",
             selector_pty.port_path,
             [selector_pty, selector_tcp],

@@ -29,21 +29,35 @@ def safety_limits(config: LabConfig, technology: str | None = None) -> SafetyLim
     )
 
 
+def rig_instruments(number: int) -> tuple[str, str]:
+    """Instrument names of rig ``number`` (0-based): ``smu``/``selector``, then ``smu2``/
+    ``selector2``, ``smu3``/``selector3``… (several rigs program tiles at once)."""
+    return ("smu", "selector") if number == 0 else (f"smu{number + 1}", f"selector{number + 1}")
+
+
 def open_rig(
-    config: LabConfig, *, technology: str | None = None, nplc: float = 0.01
+    config: LabConfig,
+    *,
+    technology: str | None = None,
+    nplc: float = 0.01,
+    smu: str = "smu",
+    selector: str = "selector",
 ) -> CrossbarRig:
-    """The configured rig, its SMU and selector opened and set to a known, safe state."""
+    """The configured rig, its SMU and selector opened and set to a known, safe state
+    (instruments ``smu`` and ``selector`` of the configuration; see :func:`rig_instruments`)."""
     limits = safety_limits(config, technology)
-    smu = open_instrument(config, "smu")
+    smu_name, selector_name = smu, selector
+    smu = open_instrument(config, smu_name)
     if not isinstance(smu, SMU):
         smu.close()
         raise ConfigError(
-            f"instrument 'smu' uses driver {config.instrument('smu').driver!r}, not an SMU",
-            key="instruments.smu.driver",
+            f"instrument {smu_name!r} uses driver {config.instrument(smu_name).driver!r}, "
+            "not an SMU",
+            key=f"instruments.{smu_name}.driver",
             path=config.source or None,
         )
     try:
-        selector = open_instrument(config, "selector")
+        selector = open_instrument(config, selector_name)
     except BaseException:
         smu.close()
         raise
@@ -51,9 +65,9 @@ def open_rig(
         smu.close()
         selector.close()
         raise ConfigError(
-            f"instrument 'selector' uses driver {config.instrument('selector').driver!r}, "
-            "not crossbar_selector",
-            key="instruments.selector.driver",
+            f"instrument {selector_name!r} uses driver "
+            f"{config.instrument(selector_name).driver!r}, not crossbar_selector",
+            key=f"instruments.{selector_name}.driver",
             path=config.source or None,
         )
     try:
