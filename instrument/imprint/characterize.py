@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from drivers.crossbar_rig import CrossbarRig
+from instrument.imprint.access import Access
 from instrument.imprint.mapping import Window
 
 STATUS_OK, STATUS_STUCK_HIGH, STATUS_STUCK_LOW = 0, 1, 2
@@ -60,11 +61,12 @@ def characterize(
     window: Window,
     tolerance_s: float,
     prober: Prober,
+    access: Access,
     *,
     probe: bool = True,
 ) -> Characterization:
     """Read every cell of ``rig``'s array (batched) and classify it."""
-    first = rig.read_array()
+    first = access.read_array(rig)
     final = first.copy()
     low = first < window.g_min_s - tolerance_s
     high = first > window.g_max_s + tolerance_s
@@ -80,10 +82,14 @@ def characterize(
             continue
         amplitude, width, repeats = prober.probe_pulse(up)
         visits = [cell for cell in cells for _ in range(repeats)]
-        result = rig.pulse_train(visits, [amplitude] * len(visits), width, read=True)
+        if access.split:
+            access.pulse(rig, visits, [amplitude] * len(visits), width)
+            after = access.read_cells(rig, cells)
+        else:
+            g = access.pulse_read(rig, visits, [amplitude] * len(visits), width)
+            after = g[repeats - 1 :: repeats]
         probed += len(cells)
         before = first[mask]
-        after = result.conductance_s[repeats - 1 :: repeats]
         # moved: more than 5 % of the reading or 2 % of the window, in the probe's direction
         threshold = np.maximum(0.05 * np.abs(before), 0.02 * window.span_s)
         change = after - before if up else before - after

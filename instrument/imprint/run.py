@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from drivers.crossbar_rig import CrossbarRig
 from instrument.config import ConfigError, LabConfig
+from instrument.imprint.access import Access
 from instrument.imprint.characterize import Characterization, characterize
 from instrument.imprint.connectivity import ConnectivityMap
 from instrument.imprint.journal import (
@@ -67,6 +68,7 @@ class Plan:
     window: Window
     tolerance_s: float
     algorithm: WriteVerify
+    access: Access
 
 
 @dataclass
@@ -101,7 +103,13 @@ def make_plan(config: LabConfig, technology: str) -> Plan:
         tech.max_pulses,
         settings.verify_margin,
     )
-    return Plan(technology, settings, window, tolerance, algorithm)
+    access = Access.for_array(
+        config.crossbar.architecture,
+        config.crossbar.bias_scheme,
+        settings.passive_read_bias,
+        settings.passive_pulse_bias,
+    )
+    return Plan(technology, settings, window, tolerance, algorithm, access)
 
 
 def map_digest(cmap: ConnectivityMap) -> str:
@@ -311,6 +319,7 @@ def run_imprint(
                         journal,
                         k,
                         plan.algorithm,
+                        plan.access,
                         train_cells=settings.train_cells,
                         progress=bar,
                     ),
@@ -318,7 +327,7 @@ def run_imprint(
                 )
             finally:
                 bar.close()
-            finals = _parallel(lambda k: rigs[k].read_array(), list(range(count)))
+            finals = _parallel(lambda k: plan.access.read_array(rigs[k]), list(range(count)))
             for k, g in enumerate(finals):
                 journal.write_final(k, g)
             result = _report(journal, plan, rigs, finals, counters, line_drivers, t_start)
@@ -363,8 +372,8 @@ def _setup(
     def characterize_tile(k: int) -> Characterization:
         rig = rigs[k]
         if s.characterize:
-            return characterize(rig, plan.window, tol, plan.algorithm, probe=s.probe)
-        g = rig.read_array()
+            return characterize(rig, plan.window, tol, plan.algorithm, plan.access, probe=s.probe)
+        g = plan.access.read_array(rig)
         return Characterization(g, g.copy(), np.zeros(g.shape, dtype=np.uint8), 0)
 
     chars = _parallel(characterize_tile, list(range(len(rigs))))

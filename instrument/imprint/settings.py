@@ -149,6 +149,10 @@ class ImprintSettings:
     """Permute rows and columns of a tile to put synapses away from bad cells."""
     pair_compensation: bool = True
     """Retarget the healthy partner of a differential pair whose other cell is stuck."""
+    passive_read_bias: Literal["ground", "float", "v/2", "v/3"] = "ground"
+    """Unselected lines during reads of a passive array (ground keeps sneak currents out)."""
+    passive_pulse_bias: Literal["ground", "float", "v/2", "v/3"] = "v/3"
+    """Unselected lines during pulses on a passive array (v/3: no cell sees more than V/3)."""
     verify_margin: float = 0.7
     """Write-verify stops within this fraction of the tolerance (read noise after the verify
     must not push a cell out of tolerance at the final read)."""
@@ -191,39 +195,36 @@ def load_settings(config: LabConfig) -> ImprintSettings:
     return settings
 
 
-def _pulses(technology: str, p: object) -> list[tuple[str, float, float | None]]:
-    """(key, amplitude magnitude V, width s or None) of every pulse the algorithm may send."""
+def _pulses(p: object) -> list[tuple[str, float, str, float]]:
+    """(amplitude key, |V|, width key, width s) of every pulse the algorithm may send."""
     if isinstance(p, RRAMParams):
         return [
-            ("set_start_v", p.set_start_v, None),
-            ("set_max_v", p.set_max_v, None),
-            ("reset_start_v", p.reset_start_v, None),
-            ("reset_max_v", p.reset_max_v, None),
-            ("off_v", p.off_v, p.off_width_s),
-            ("width_s", p.set_start_v, p.width_s),
-            ("width_min_s", p.set_start_v, p.width_min_s),
-            ("width_max_s", p.set_start_v, p.width_max_s),
+            ("set_start_v", p.set_start_v, "width_s", p.width_s),
+            ("set_max_v", p.set_max_v, "width_min_s", p.width_min_s),
+            ("reset_start_v", p.reset_start_v, "width_max_s", p.width_max_s),
+            ("reset_max_v", p.reset_max_v, "width_s", p.width_s),
+            ("off_v", p.off_v, "off_width_s", p.off_width_s),
         ]
     if isinstance(p, PCMParams):
         return [
-            ("set_min_v", p.set_min_v, p.width_s),
-            ("set_max_v", p.set_max_v, p.width_s),
-            ("reset_v", p.reset_v, p.reset_width_s),
+            ("set_min_v", p.set_min_v, "width_s", p.width_s),
+            ("set_max_v", p.set_max_v, "width_s", p.width_s),
+            ("reset_v", p.reset_v, "reset_width_s", p.reset_width_s),
         ]
     if isinstance(p, MRAMParams):
         return [
-            ("start_v", p.start_v, p.width_s),
-            ("max_v", p.max_v, p.width_s),
-            ("off_v", p.off_v, p.off_width_s),
+            ("start_v", p.start_v, "width_s", p.width_s),
+            ("max_v", p.max_v, "width_s", p.width_s),
+            ("off_v", p.off_v, "off_width_s", p.off_width_s),
         ]
     if isinstance(p, FlashParams):
         return [
-            ("erase_v", p.erase_v, p.erase_width_s),
-            ("start_v", p.start_v, p.width_s),
-            ("max_v", p.max_v, p.width_s),
-            ("off_v", p.off_v, p.off_width_s),
+            ("erase_v", p.erase_v, "erase_width_s", p.erase_width_s),
+            ("start_v", p.start_v, "width_s", p.width_s),
+            ("max_v", p.max_v, "width_s", p.width_s),
+            ("off_v", p.off_v, "off_width_s", p.off_width_s),
         ]
-    raise ConfigError(f"no parameters for technology {technology!r}")
+    raise ConfigError(f"no write-verify parameters of type {type(p).__name__}")
 
 
 def check_against_limits(
@@ -248,11 +249,9 @@ def check_against_limits(
             key=f"technology.{technology}.max_voltage_v",
             path=source,
         )
-    for key, volts, width in _pulses(technology, p):
-        full = f"imprint.{technology}.{key}"
-        limits.check_voltage(volts, full)
-        if width is not None:
-            limits.check_width(width, full if key.endswith("_s") else f"width of {full}")
+    for volt_key, volts, width_key, width in _pulses(p):
+        limits.check_voltage(volts, f"imprint.{technology}.{volt_key}")
+        limits.check_width(width, f"imprint.{technology}.{width_key}")
     if isinstance(p, RRAMParams):
         if not p.width_min_s <= p.width_s <= p.width_max_s:
             raise ConfigError(

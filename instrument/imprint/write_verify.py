@@ -43,6 +43,7 @@ import numpy as np
 
 from drivers.crossbar_rig import CrossbarRig
 from drivers.smu import VisitPlan
+from instrument.imprint.access import Access
 from instrument.imprint.journal import FAILED, PENDING, VERIFIED, Journal
 from instrument.imprint.mapping import ROLE_OFF, Window
 from instrument.imprint.settings import FlashParams, MRAMParams, PCMParams, RRAMParams
@@ -106,7 +107,7 @@ class WriteVerify(ABC):
         """Adapt rows ``idx`` after their pulse ``amp`` moved them from ``g_before`` to
         ``rows["last_read_s"][idx]`` (may mark cells FAILED)."""
 
-    def prepare(self, rig: CrossbarRig, rows: np.ndarray) -> None:  # noqa: B027
+    def prepare(self, rig: CrossbarRig, rows: np.ndarray, access: Access) -> None:  # noqa: B027
         """Once per tile before any programming pulse (flash: block erase); none by default."""
 
     def _adapt(
@@ -278,11 +279,11 @@ class FlashISPP(WriteVerify):
         x = np.clip(np.asarray(g, dtype=float) / ks, 1e-9, 700.0)
         return p.read_gate_v - p.slope_v * np.log(np.expm1(x))
 
-    def prepare(self, rig: CrossbarRig, rows: np.ndarray) -> None:
+    def prepare(self, rig: CrossbarRig, rows: np.ndarray, access: Access) -> None:
         """Erase every block that holds a cell of the tile (one gate pulse per block)."""
         blocks = np.unique(rows["row"] // self.p.block_rows)
         cells = [(int(b * self.p.block_rows), int(rows["col"][0])) for b in blocks]
-        rig.pulse_train(cells, [-self.p.erase_v] * len(cells), self.p.erase_width_s, read=False)
+        access.pulse(rig, cells, [-self.p.erase_v] * len(cells), self.p.erase_width_s)
 
     def next_pulse(self, rows: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = rows[idx]
@@ -354,6 +355,7 @@ def program_tile(
     journal: Journal,
     tile: int,
     algorithm: WriteVerify,
+    access: Access,
     *,
     train_cells: int = 2500,
     progress: Progress | None = None,
@@ -393,7 +395,7 @@ def program_tile(
     if algorithm.needs_prepare and not journal.tiles[tile]["prepared"]:
         pending = rows["state"] == PENDING
         if pending.any():
-            algorithm.prepare(rig, rows[pending])
+            algorithm.prepare(rig, rows[pending], access)
         journal.set_tile(tile, prepared=1)
     # the state of every pending cell as it is now (a fresh start, or after a crash)
     index = np.flatnonzero(rows["state"] == PENDING)
@@ -401,9 +403,9 @@ def program_tile(
         if not chunk.size:
             continue
         t0, m0 = time.perf_counter(), _messages(rig)
-        result = rig.read_cells([cells_of[k] for k in chunk])
+        g_now = access.read_cells(rig, [cells_of[k] for k in chunk])
         account(t0, m0, VisitPlan(chunk.size, None, 0.0, rig.limits.read_voltage_v), 0)
-        rows["last_read_s"][chunk] = result.conductance_s
+        rows["last_read_s"][chunk] = g_now
         done = settle(chunk)
         commit()
         if progress:
@@ -423,12 +425,12 @@ def program_tile(
                 chunk_amp = group_amp[part : part + train_cells]
                 journal.begin(tile, chunk)
                 t0, m0 = time.perf_counter(), _messages(rig)
-                result = rig.pulse_train([cells_of[k] for k in chunk], chunk_amp, float(w))
+                g_now = access.pulse_read(rig, [cells_of[k] for k in chunk], chunk_amp, float(w))
                 plan = VisitPlan(chunk.size, tuple(chunk_amp), float(w), rig.limits.read_voltage_v)
                 account(t0, m0, plan, chunk.size)
                 g_before = rows["last_read_s"][chunk].copy()
                 rows["attempts"][chunk] += 1
-                rows["last_read_s"][chunk] = result.conductance_s
+                rows["last_read_s"][chunk] = g_now
                 rows["in_flight"][chunk] = 0
                 algorithm.observe(rows, chunk, np.nan_to_num(g_before), chunk_amp)
                 done = settle(chunk)
