@@ -1,0 +1,33 @@
+"""The Qt application: offscreen-safe start-up and pyqtgraph settings shared by every view."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+
+def ensure_platform() -> str:
+    """Choose the offscreen Qt platform when there is no display (CI, ssh) unless the user
+    chose one; returns the platform name. Call before the QApplication exists."""
+    if not os.environ.get("QT_QPA_PLATFORM") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    return os.environ.get("QT_QPA_PLATFORM", "")
+
+
+def get_app(argv: Sequence[str] | None = None):  # noqa: ANN201 (QApplication, imported late)
+    """The process's QApplication (created on first call), with pyqtgraph configured."""
+    ensure_platform()
+    import pyqtgraph as pg
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(list(argv) if argv is not None else sys.argv[:1])
+        app.setApplicationName("brainpaste")
+        app.setOrganizationName("brainpaste")
+    # image[row, col] everywhere; no antialiasing: thousands of line segments per frame
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k")
+    return app

@@ -1,0 +1,151 @@
+"""The live feed: a thread that turns the acquisition's snapshots into what the views draw,
+with the whole array's spikes from :class:`instrument.live_spikes.LiveSpikes`.
+
+The acquisition never waits on it (snapshots are copies); the GUI never waits on it either:
+the redraw timer takes :attr:`LiveFeed.latest`, whatever it is. A new frame is made as soon
+as the writer has fed the live view a new block, so the feed adds only the snapshot's own
+computing time to the sample-to-screen latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from instrument.acquisition import Acquisition, AcquisitionStatus, Snapshot
+from instrument.live_spikes import LiveSpikes, SpikeCounts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    """One snapshot and the whole array's recent spikes (SI units)."""
+
+    serial: int
+    """Increases by one per frame."""
+    snapshot: Snapshot
+    made_at: float
+    """time.perf_counter() when it was made."""
+    spikes: SpikeCounts | None
+    """Spike counts of every channel (None until the first block is read back)."""
+
+    @property
+    def status(self) -> AcquisitionStatus:
+        return self.snapshot.status
+
+
+class LiveFeed:
+    """Follows one acquisition at a time on its own thread; :attr:`latest` is the newest
+    :class:`LiveFrame` (None before the first)."""
+
+    def __init__(self, n_bins: int = 1000, poll_s: float = 0.004, raster_s: float = 10.0) -> None:
+        self.n_bins = n_bins
+        self.raster_s = raster_s
+        """Seconds of whole-array spikes kept for the raster."""
+        """Display bins per trace (the traces view sets it to its width in pixels)."""
+        self.poll_s = poll_s
+        self.latest: LiveFrame | None = None
+        self.frames_made = 0
+        self.error = ""
+        self._acq: Acquisition | None = None
+        self.spikes: LiveSpikes | None = None
+        """Follows the session file for the whole array's spikes while recording."""
+        self._channels: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reset_state()
+        self._thread = threading.Thread(target=self._run, name="gui-live-feed", daemon=True)
+        self._thread.start()
+
+    def _reset_state(self) -> None:
+        self._last_key: tuple[int, object] | None = None
+
+    @property
+    def acquisition(self) -> Acquisition | None:
+        return self._acq
+
+    @property
+    def channels(self) -> np.ndarray | None:
+        """The channels asked for the live window."""
+        return self._channels
+
+    def attach(self, acq: Acquisition) -> None:
+        """Follow ``acq`` (a started acquisition); the frames of the previous one are kept
+        until the first of the new one."""
+        spikes = LiveSpikes(acq.path, block_rows=acq.settings.block_samples, window_s=self.raster_s)
+        with self._lock:
+            old, self.spikes = self.spikes, spikes
+            self._acq = acq
+            self._reset_state()
+            if self._channels is not None:
+                self._pending = self._channels
+        if old is not None:
+            old.stop()
+        self._wake.set()
+
+    def detach(self) -> None:
+        """Stop following (the last frame stays as :attr:`latest`)."""
+        with self._lock:
+            self._acq = None
+            spikes, self.spikes = self.spikes, None
+        if spikes is not None:
+            spikes.stop()
+
+    def select(self, channels: np.ndarray | list[int]) -> None:
+        """Channels kept at full resolution for the traces (applied on the feed thread)."""
+        chans = np.unique(np.asarray(channels, dtype=np.int64))
+        if chans.size == 0:
+            raise ValueError("select at least one channel")
+        with self._lock:
+            self._channels = chans
+            self._pending = chans
+        self._wake.set()
+
+    def close(self) -> None:
+        self.detach()
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    # --- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                acq, pending = self._acq, self._pending
+                self._pending = None
+            if acq is None or acq.state == "idle":
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            try:
+                if pending is not None and acq.state in ("recording", "stopping"):
+                    acq.select_channels(pending)
+                    self._last_key = None
+                status = acq.status()
+                spikes = self.spikes.latest() if self.spikes is not None else None
+                key = (status.samples_written, status.state, spikes.rows_read if spikes else -1)
+                if key == self._last_key:
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                self._last_key = key
+                self._make_frame(acq, spikes)
+            except Exception as exc:  # keep following; the view shows the error
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("live feed")
+                self._wake.wait(0.2)
+                self._wake.clear()
+
+    def _make_frame(self, acq: Acquisition, spikes: SpikeCounts | None) -> None:
+        snap = acq.snapshot(n_bins=self.n_bins)
+        self.frames_made += 1
+        self.latest = LiveFrame(
+            serial=self.frames_made, snapshot=snap, made_at=time.perf_counter(), spikes=spikes
+        )

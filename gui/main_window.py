@@ -1,0 +1,556 @@
+"""The main window: connection and recording on the left, the live views in the middle
+(array map, traces, raster), a paged view of every channel, and the log at the bottom.
+
+Threads: instrument I/O and file reads run on :class:`gui.workers.Background`; the
+acquisition's snapshots are turned into frames by :class:`gui.live_feed.LiveFeed`; this
+window only redraws, on a timer, from the latest frame. Nothing here waits on I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from gui.array_map import ArrayMap
+from gui.connection_panel import ConnectionPanel
+from gui.live_feed import LiveFeed, LiveFrame
+from gui.log_panel import LogPanel
+from gui.raster import RasterView
+from gui.recording_panel import RecordingPanel
+from gui.traces import MAX_LIVE_CHANNELS, LiveTraces, PagedTraces
+from gui.workers import Background
+from instrument.envelopes import Envelope, read_envelope, refresh
+from instrument.live import Electroporation, LiveLab, grid_shape
+from instrument.recording import Recording, open_recording
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDRAW_HZ = 30.0
+ACCESS_POLL_S = 3.0
+
+
+def default_selection(rows: int, cols: int, n: int = 32) -> np.ndarray:
+    """A block of about ``n`` electrodes at the centre of the grid (4 rows × 8 columns)."""
+    if rows * cols == 0:
+        return np.zeros(0, dtype=np.int64)
+    h = min(rows, max(1, round(np.sqrt(n / 2))))
+    w = min(cols, max(1, n // h))
+    r0, c0 = (rows - h) // 2, (cols - w) // 2
+    return (np.arange(r0, r0 + h)[:, None] * cols + np.arange(c0, c0 + w)).ravel()
+
+
+class _FileReader:
+    """One session file open for display reads, used by one worker task at a time; newer
+    requests replace older ones still waiting (only the latest view matters)."""
+
+    def __init__(self, background: Background) -> None:
+        self.background = background
+        self.path: Path | None = None
+        self.recording: Recording | None = None
+        self.live = False
+        self._busy = False
+        self._next: tuple[Callable[[Recording], Any], Callable[[Any], None]] | None = None
+
+    def set_path(self, path: Path | None, *, live: bool) -> None:
+        """Read from ``path`` from now on (reopened at the next read)."""
+        self.path, self.live = (Path(path) if path else None), live
+        self._next = None
+        self._run_next(close_first=True)
+
+    def read(self, fn: Callable[[Recording], Any], on_done: Callable[[Any], None]) -> None:
+        """``fn(recording)`` on a worker, then ``on_done(result)`` on the GUI thread."""
+        self._next = (fn, on_done)
+        self._run_next()
+
+    def _run_next(self, close_first: bool = False) -> None:
+        if self._busy:
+            if close_first:
+                self._close_pending = True
+            return
+        job, self._next = self._next, None
+        path, close = self.path, close_first or getattr(self, "_close_pending", False)
+        self._close_pending = False
+        if job is None and not close:
+            return
+        fn, on_done = job if job else (None, None)
+        self._busy = True
+
+        def work() -> Any:
+            if close and self.recording is not None:
+                self.recording.close()
+                self.recording = None
+            if fn is None or path is None:
+                return None
+            if self.recording is None:
+                self.recording = open_recording(path)
+            return fn(self.recording)
+
+        def done(result: Any) -> None:
+            self._busy = False
+            if on_done is not None and result is not None:
+                on_done(result)
+            self._run_next()
+
+        def failed(exc: BaseException) -> None:
+            self._busy = False
+            log.warning("reading %s: %s: %s", path, type(exc).__name__, exc)
+            if self.recording is not None:
+                self._close_pending = True
+            self._run_next()
+
+        self.background.run(work, on_done=done, on_error=failed, name="read session file")
+
+    def close(self) -> None:
+        if self.recording is not None:
+            self.recording.close()
+            self.recording = None
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The brainpaste operator window over one :class:`instrument.live.LiveLab`."""
+
+    def __init__(self, lab: LiveLab | None = None, *, redraw_hz: float = DEFAULT_REDRAW_HZ) -> None:
+        super().__init__()
+        self.setWindowTitle("brainpaste")
+        self.resize(1600, 1000)
+        self.lab: LiveLab | None = None
+        self.background = Background(parent=self)
+        self.feed = LiveFeed()
+        self.reader = _FileReader(self.background)
+        self.confirm: Callable[[str, str], bool] = self._ask
+        """Asks the operator yes/no (title, text); tests replace it."""
+        self.access: np.ndarray | None = None
+        self.modes: np.ndarray | None = None
+        self.session_path: Path | None = None
+        self.redraws = 0
+        self.last_redraw_s = 0.0
+        self._drawn_serial = -1
+        self._drawn_spikes: object = None
+        self._recording_shown = False
+        self._last_page_s = 0.0
+        self._access_busy = False
+        self._build()
+        self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self.redraw)
+        self.set_redraw_rate(redraw_hz)
+        self.access_timer = QtCore.QTimer(self, interval=int(ACCESS_POLL_S * 1000))
+        self.access_timer.timeout.connect(self.poll_access)
+        self.access_timer.start()
+        if lab is not None:
+            self.set_lab(lab)
+
+    # --- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.connection = ConnectionPanel()
+        self.recording_panel = RecordingPanel()
+        self.array_map = ArrayMap()
+        self.live_traces = LiveTraces()
+        self.raster = RasterView()
+        self.paged = PagedTraces()
+        self.log_panel = LogPanel()
+        self.log_panel.attach("")
+
+        live = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        live.addWidget(self.array_map)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.live_traces)
+        right.addWidget(self.raster)
+        right.setSizes([650, 250])
+        live.addWidget(right)
+        live.setSizes([520, 1000])
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.addTab(live, "Live")
+        self.tabs.addTab(self.paged, "All channels")
+        self.setCentralWidget(self.tabs)
+
+        left = QtWidgets.QWidget()
+        box = QtWidgets.QVBoxLayout(left)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(self._group("Instruments", self.connection), 1)
+        box.addWidget(self._group("Recording", self.recording_panel))
+        dock = QtWidgets.QDockWidget("Lab", self)
+        dock.setObjectName("lab")
+        dock.setWidget(left)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        log_dock = QtWidgets.QDockWidget("Log", self)
+        log_dock.setObjectName("log")
+        log_dock.setWidget(self.log_panel)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, log_dock)
+        self.resizeDocks([dock], [430], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([log_dock], [150], QtCore.Qt.Orientation.Vertical)
+
+        menu = self.menuBar().addMenu("&Session")
+        open_action = QtGui.QAction("&Open session…", self)
+        open_action.setShortcut(QtGui.QKeySequence.StandardKey.Open)
+        open_action.triggered.connect(self._open_dialog)
+        menu.addAction(open_action)
+        quit_action = QtGui.QAction("&Quit", self)
+        quit_action.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        menu.addAction(quit_action)
+        self.fps_label = QtWidgets.QLabel("")
+        self.statusBar().addPermanentWidget(self.fps_label)
+
+        self.connection.connect_requested.connect(self.connect_instruments)
+        self.connection.disconnect_requested.connect(self.disconnect_instruments)
+        self.recording_panel.start_requested.connect(self.start_recording)
+        self.recording_panel.stop_requested.connect(self.stop_recording)
+        self.array_map.selection_changed.connect(self._selection_changed)
+        self.array_map.electroporate_requested.connect(self.electroporate)
+        self.paged.page_requested.connect(self.request_page)
+        self.live_traces.read_back = self._read_back
+
+    @staticmethod
+    def _group(title: str, widget: QtWidgets.QWidget) -> QtWidgets.QGroupBox:
+        group = QtWidgets.QGroupBox(title)
+        layout = QtWidgets.QVBoxLayout(group)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(widget)
+        return group
+
+    def set_redraw_rate(self, hz: float) -> None:
+        """Redraw ``hz`` times a second (0: as fast as the event loop allows)."""
+        self.timer.start(0 if hz <= 0 else max(1, round(1000 / hz)))
+
+    # --- the lab ---------------------------------------------------------------------------
+    def set_lab(self, lab: LiveLab) -> None:
+        self.lab = lab
+        self.connection.set_source(lab.source)
+        self.connection.refresh(lab.states())
+        self._update_buttons()
+
+    def _require_lab(self) -> LiveLab:
+        if self.lab is None:
+            raise RuntimeError("no lab configuration loaded")
+        return self.lab
+
+    def connect_instruments(self, names: list[str]) -> None:
+        """Connect ``names`` (all when empty) on a worker; the table shows each result."""
+        lab = self._require_lab()
+        self.connection.set_busy(True)
+
+        def work() -> None:
+            if names:
+                for name in names:
+                    try:
+                        lab.connect(name)
+                    except Exception as exc:  # shown in the instrument's row
+                        log.debug("connect %s: %s", name, exc)
+            else:
+                lab.connect_all()
+
+        self.background.run(work, on_done=lambda _: self._connected(), name="connect")
+        self.connection.refresh(lab.states())
+
+    def _connected(self) -> None:
+        lab = self._require_lab()
+        self.connection.set_busy(False)
+        self.connection.refresh(lab.states())
+        for s in lab.states():
+            if s.state == "error":
+                log.error("%s: %s", s.name, s.error)
+        if lab.has_board and lab.positions_m is not None:
+            rows, cols = grid_shape(lab.positions_m)
+            if (rows, cols) != (self.array_map.rows, self.array_map.cols) or not len(
+                self.array_map.selected
+            ):
+                self.array_map.set_grid(rows, cols)
+                self.array_map.select(default_selection(rows, cols))
+            self.live_traces.plot.cols = cols
+            self.paged.plot.cols = cols
+            self.poll_access()
+            self.background.run(lambda: lab.board.modes(), on_done=self._got_modes, name="modes")
+        self._update_buttons()
+
+    def _got_modes(self, modes: np.ndarray) -> None:
+        self.modes = np.asarray(modes)
+        self.live_traces.modes = self.modes
+
+    def disconnect_instruments(self, names: list[str]) -> None:
+        lab = self._require_lab()
+        self.connection.set_busy(True)
+
+        def work() -> None:
+            if names:
+                for name in names:
+                    lab.disconnect(name)
+            else:
+                lab.disconnect_all()
+
+        def done(_: object) -> None:
+            self._connected()
+            self.feed.detach()
+
+        def failed(exc: BaseException) -> None:
+            self._connected()
+            self._error("Disconnect", exc)
+
+        self.background.run(work, on_done=done, on_error=failed, name="disconnect")
+
+    def poll_access(self) -> None:
+        """Ask the board for its electrodes' access (on a worker)."""
+        lab = self.lab
+        if lab is None or not lab.has_board or self._access_busy:
+            return
+        self._access_busy = True
+
+        def done(access: np.ndarray) -> None:
+            self._access_busy = False
+            self.access = access
+            self.array_map.set_values("access", access)
+
+        def failed(exc: BaseException) -> None:
+            self._access_busy = False
+            log.warning("access: %s", exc)
+            self.connection.refresh(lab.states())
+
+        self.background.run(lab.access, on_done=done, on_error=failed, name="access")
+
+    # --- electroporation -------------------------------------------------------------------
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QtWidgets.QMessageBox.question(
+            self,
+            title,
+            text,
+            QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+            QtWidgets.QMessageBox.StandardButton.No,
+        )
+        return answer == QtWidgets.QMessageBox.StandardButton.Yes
+
+    def electroporate(self, channels: np.ndarray, amplitude_v: float, width_s: float) -> bool:
+        """Ask for confirmation, then pulse ``channels`` on a worker. True when sent."""
+        lab = self._require_lab()
+        channels = np.asarray(channels, dtype=np.int64)
+        if channels.size == 0:
+            self._error("Electroporate", RuntimeError("select electrodes on the array map first"))
+            return False
+        rows = np.unique(channels // self.array_map.cols)
+        cols = np.unique(channels % self.array_map.cols)
+        text = (
+            f"Electroporate {channels.size} electrode(s) (rows {rows[0]}-{rows[-1]}, columns "
+            f"{cols[0]}-{cols[-1]}) with one {amplitude_v:g} V, {width_s * 1e3:g} ms pulse?\n\n"
+            "Electroporation opens the membrane of the cells on these electrodes."
+        )
+        if not self.confirm("Electroporate", text):
+            log.info("electroporation cancelled")
+            return False
+
+        def done(result: Electroporation) -> None:
+            log.info(
+                "electroporation: access on %d of %d electrodes (was %d)",
+                result.opened,
+                result.channels.size,
+                int(np.count_nonzero(result.access_before > 0)),
+            )
+            self.poll_access()
+
+        def failed(exc: BaseException) -> None:
+            self._error("Electroporate", exc)
+            self.connection.refresh(lab.states())
+
+        self.background.run(
+            lambda: lab.electroporate(channels, amplitude_v, width_s),
+            on_done=done,
+            on_error=failed,
+            name="electroporate",
+        )
+        return True
+
+    # --- recording -------------------------------------------------------------------------
+    def start_recording(self, folder: str = "", label: str = "", duration_s: float = 0.0) -> None:
+        lab = self._require_lab()
+        self.recording_panel.set_running(True)
+
+        def work() -> Any:
+            return lab.start_recording(
+                folder or None, label=label, duration_s=duration_s if duration_s > 0 else None
+            )
+
+        def done(acq: Any) -> None:
+            self.feed.attach(acq)
+            self._recording_shown = True
+            self.session_path = acq.path
+            self.reader.set_path(acq.path, live=True)
+            self.paged.modes = self.modes
+            self._update_buttons()
+
+        def failed(exc: BaseException) -> None:
+            self._error("Start recording", exc)
+            self.connection.refresh(lab.states())
+            self._update_buttons()
+
+        self.background.run(work, on_done=done, on_error=failed, name="start recording")
+
+    def stop_recording(self) -> None:
+        lab = self._require_lab()
+        self.recording_panel.stop.setEnabled(False)
+
+        def failed(exc: BaseException) -> None:
+            self._error("Stop recording", exc)
+            self._update_buttons()
+
+        self.background.run(
+            lambda: lab.stop_recording(), on_done=lambda _: self._stopped(), on_error=failed
+        )
+
+    def _stopped(self) -> None:
+        """The recording ended (asked for, duration reached, or failed)."""
+        lab = self._require_lab()
+        acq = lab.recording
+        self.feed.detach()
+        self._update_buttons()
+        if acq is not None and acq.error is not None:
+            self.connection.refresh(lab.states())
+        if acq is not None:
+            self.reader.set_path(acq.path, live=False)
+            self.request_page()
+
+    def _update_buttons(self) -> None:
+        lab = self.lab
+        recording = lab is not None and lab.is_recording
+        self.recording_panel.set_running(recording, can_start=lab is not None and lab.has_board)
+        self.array_map.electroporate.setEnabled(lab is not None and lab.has_board)
+
+    # --- sessions --------------------------------------------------------------------------
+    def _open_dialog(self) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open session folder")
+        if folder:
+            self.open_session(folder)
+
+    def open_session(self, path: str | Path) -> None:
+        """Show a recorded session (folder, session.h5 or .nwb) in the session views."""
+        self.session_path = Path(path)
+        self.reader.set_path(self.session_path, live=False)
+        self.request_page()
+        log.info("session %s opened", path)
+
+    def request_page(self) -> None:
+        """Read the paged view's channels from the session file (on a worker)."""
+        if self.reader.path is None:
+            return
+        # everything from widgets is read here, on the GUI thread
+        chans = self.paged.page_channels()
+        span, follow, start = (
+            self.paged.span.value(),
+            self.paged.follow.isChecked(),
+            (self.paged.start.value()),
+        )
+        width = self.paged.width_px()
+
+        def fn(rec: Recording) -> tuple[Envelope, int, int, float]:
+            n = refresh(rec)
+            duration = n / rec.sample_rate_hz
+            t0 = max(0.0, duration - span) if follow else start
+            page = chans if chans.size else np.arange(min(rec.n_channels, 64))
+            page = page[page < rec.n_channels]
+            env = read_envelope(rec, page, t0, t0 + span, width)
+            return env, rec.n_channels, grid_shape(rec.positions_m)[1], duration
+
+        def done(result: tuple[Envelope, int, int, float]) -> None:
+            env, n_channels, cols, duration = result
+            if n_channels != self.paged.n_channels or cols != self.paged.plot.cols:
+                self.paged.set_recording_shape(n_channels, cols, duration)
+            self.paged.duration_s = duration
+            self.paged.show_envelope(env)
+
+        self.reader.read(fn, done)
+
+    def _read_back(self, channels: np.ndarray, t0_s: float, t1_s: float, n_bins: int) -> None:
+        if self.reader.path is None:
+            return
+        self.reader.read(
+            lambda rec: read_envelope(rec, channels, t0_s, t1_s, n_bins),
+            self.live_traces.show_envelope,
+        )
+
+    # --- selection -------------------------------------------------------------------------
+    def _selection_changed(self, channels: np.ndarray) -> None:
+        live = channels[:MAX_LIVE_CHANNELS]
+        if live.size:
+            self.feed.select(live)
+        if channels.size > MAX_LIVE_CHANNELS:
+            log.info(
+                "%d electrodes selected; the first %d are followed live",
+                channels.size,
+                MAX_LIVE_CHANNELS,
+            )
+
+    # --- redraw ----------------------------------------------------------------------------
+    def redraw(self) -> None:
+        """Timer tick: draw the newest frame into the visible views (no I/O)."""
+        t0 = time.perf_counter()
+        lab = self.lab
+        acq = lab.recording if lab is not None else None
+        if acq is not None and self._recording_shown:
+            status = acq.status()
+            self.recording_panel.show_status(status, acq.path)
+            if status.state in ("stopped", "failed") and self.recording_panel.stop.isEnabled():
+                self._stopped()
+            following = self.paged.isVisible() and self.paged.follow.isChecked()
+            if following and status.state == "recording" and t0 - self._last_page_s > 0.5:
+                self._last_page_s = t0
+                self.request_page()
+        if self.live_traces.isVisible():
+            self.feed.n_bins = max(100, int(self.live_traces.plot.getViewBox().width()))
+        frame = self.feed.latest
+        if frame is not None and frame.serial != self._drawn_serial:
+            self._draw_frame(frame)
+            self._drawn_serial = frame.serial
+        self.redraws += 1
+        self.last_redraw_s = time.perf_counter() - t0
+
+    def _draw_frame(self, frame: LiveFrame) -> None:
+        snap = frame.snapshot
+        spikes = frame.spikes
+        if snap.rms.size == self.array_map.n_channels:
+            self.array_map.set_values("RMS", snap.rms)
+            self.array_map.set_values("peak-to-peak", snap.maximum - snap.minimum)
+            if spikes is not None:
+                self.array_map.set_values("spike rate", spikes.rate_hz)
+        if self.live_traces.isVisible():
+            self.live_traces.show_snapshot(frame.serial, snap)
+        if self.raster.isVisible() and spikes is not None and spikes is not self._drawn_spikes:
+            self._drawn_spikes = spikes
+            firing = spikes.rate_hz[spikes.rate_hz > 0]
+            self.raster.set_spikes(
+                spikes.times_s,
+                spikes.channels,
+                spikes.rate_hz.size,
+                max(0.0, spikes.end_s - self.feed.raster_s),
+                max(spikes.end_s, self.feed.raster_s),
+                f"live spikes, whole array: {firing.size} channels firing, median "
+                f"{np.median(firing) if firing.size else 0:.1f} Hz over the last "
+                f"{spikes.end_s - spikes.start_s:.1f} s (read back from the file)",
+            )
+
+    # --- errors and closing ------------------------------------------------------------------
+    def _error(self, what: str, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        log.error("%s: %s", what, text)
+        self.statusBar().showMessage(f"{what} failed: {text}", 15000)
+
+    def shutdown(self) -> None:
+        """Stop timers and the feed, stop any recording, close the instruments (blocking)."""
+        self.timer.stop()
+        self.access_timer.stop()
+        self.background.shutdown()
+        self.feed.close()
+        self.reader.close()
+        if self.lab is not None:
+            try:
+                self.lab.close()
+            except Exception as exc:
+                log.error("closing the lab: %s", exc)
+        self.log_panel.detach()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,221 @@
+"""The views on their own, offscreen: traces, array map selection, raster, panels, log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtWidgets
+from PySide6.QtTest import QTest
+
+from gui.array_map import ArrayMap, robust_levels
+from gui.connection_panel import ConnectionPanel
+from gui.log_panel import LogPanel
+from gui.raster import RasterView, spike_image
+from gui.recording_panel import RecordingPanel, format_status
+from gui.traces import StackedTraces, envelope_path, nice_step
+from instrument.acquisition import AcquisitionStatus
+from instrument.live import InstrumentState
+
+
+def test_envelope_path_draws_each_bin_as_a_vertical_stroke():
+    lo = np.array([[0.0, 1.0], [5.0, 6.0]])
+    hi = lo + 0.5
+    xs, ys = envelope_path(np.array([10.0, 20.0]), lo, hi, np.array([0.0, -100.0]))
+    assert xs.tolist()[:5] == [10.0, 10.0, 20.0, 20.0, 20.0]
+    assert ys[:4].tolist() == [0.0, 0.5, 1.0, 1.5] and np.isnan(ys[4])
+    assert ys[5:9].tolist() == [-95.0, -94.5, -94.0, -93.5] and np.isnan(ys[9])
+
+
+def test_nice_step():
+    assert [nice_step(v) for v in (0.7, 3.0, 7.0, 12.0, 260.0)] == [0.5, 2.0, 5.0, 10.0, 200.0]
+
+
+def test_stacked_traces_one_curve_for_all_channels(app, qtbot):
+    plot = StackedTraces()
+    qtbot.addWidget(plot)
+    plot.resize(800, 600)
+    plot.show()
+    k, p = 128, 700
+    rng = np.random.default_rng(1)
+    lo = rng.normal(-0.07, 1e-3, size=(k, p)).astype(np.float32)
+    hi = lo + 2e-3
+    lo[5, 100:120] = np.nan  # a gap
+    hi[5, 100:120] = np.nan
+    plot.set_envelopes(np.arange(k), np.linspace(-2000, 0, p), lo, hi)
+    assert plot.points == k * (2 * p + 1)
+    x, y = plot.curve.getData()
+    assert x.size == plot.points and np.isnan(y).sum() == k + 40
+    assert plot.scale_text.toPlainText().endswith("mV")
+    qtbot.wait(50)
+
+
+def test_array_map_click_and_drag_select(app, qtbot):
+    amap = ArrayMap()
+    qtbot.addWidget(amap)
+    amap.resize(600, 700)
+    amap.show()
+    qtbot.waitExposed(amap)
+    seen = []
+    amap.selection_changed.connect(lambda ch: seen.append(ch))
+    view = amap.graphics
+
+    def at(row: float, col: float) -> QtCore.QPoint:
+        scene = amap.box.mapViewToScene(QtCore.QPointF(col + 0.5, row + 0.5))
+        return view.mapFromScene(scene)
+
+    QTest.mouseClick(view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=at(10, 20))
+    qtbot.waitUntil(lambda: len(seen) == 1)
+    assert seen[-1].tolist() == [10 * 64 + 20]
+    # drag from (2, 3) to (5, 7): a 4 x 5 rectangle
+    start, end = at(2, 3), at(5, 7)
+    QTest.mousePress(view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=start)
+    for f in np.linspace(0, 1, 6):
+        qtbot.wait(15)  # pyqtgraph drops mouse moves closer than its rate limit
+        QTest.mouseMove(view.viewport(), start + (end - start) * float(f))
+    QTest.mouseRelease(view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=end)
+    qtbot.waitUntil(lambda: len(seen) == 2)
+    expected = (np.arange(2, 6)[:, None] * 64 + np.arange(3, 8)).ravel()
+    assert seen[-1].tolist() == sorted(expected.tolist())
+    # ctrl-click adds an electrode; ctrl-click on a selected one removes it
+    ctrl = QtCore.Qt.KeyboardModifier.ControlModifier
+    QTest.mouseClick(view.viewport(), QtCore.Qt.MouseButton.LeftButton, ctrl, at(40, 40))
+    qtbot.waitUntil(lambda: len(seen) == 3)
+    assert 40 * 64 + 40 in seen[-1] and len(seen[-1]) == 21
+    later = QtWidgets.QApplication.doubleClickInterval() + 100  # QTest's clock: not a double
+    QTest.mouseClick(view.viewport(), QtCore.Qt.MouseButton.LeftButton, ctrl, at(3, 4), later)
+    qtbot.waitUntil(lambda: len(seen) == 4)
+    assert 3 * 64 + 4 not in seen[-1] and len(seen[-1]) == 20
+    assert amap.selected_label.text() == "20 electrodes selected"
+
+
+def test_array_map_values_and_electroporate_request(app, qtbot):
+    amap = ArrayMap()
+    qtbot.addWidget(amap)
+    values = np.linspace(0, 1e-3, 4096)
+    amap.set_values("RMS", values)
+    assert amap.levels == pytest.approx(tuple(np.percentile(values * 1e6, [1, 99])), rel=1e-4)
+    amap.measure.setCurrentText("access")
+    amap.set_values("access", np.ones(4096))
+    assert amap.levels == (0.0, 1.0)
+    amap.set_values("access", np.ones(10))  # another shape: ignored, not drawn wrong
+    asked = []
+    amap.electroporate_requested.connect(lambda ch, v, w: asked.append((ch, v, w)))
+    amap.select_region(range(0, 2), range(0, 2))
+    amap.amplitude.setValue(2.0)
+    amap.width_ms.setValue(0.5)
+    amap.electroporate.click()
+    assert asked[0][0].tolist() == [0, 1, 64, 65]
+    assert asked[0][1:] == (2.0, pytest.approx(0.5e-3))
+    with pytest.raises(ValueError, match="unknown measure"):
+        amap.set_values("colour", values)
+
+
+def test_robust_levels_never_empty():
+    assert robust_levels(np.full(10, np.nan), "RMS") == (0.0, 1.0)
+    lo, hi = robust_levels(np.full(10, 3.0), "RMS")
+    assert hi > lo
+    assert robust_levels(np.array([2.0, 5.0]), "spike rate")[0] == 0.0
+
+
+def test_spike_image_counts_every_spike_per_pixel():
+    times = np.array([0.05, 0.051, 0.5, 0.99, 1.5])
+    chans = np.array([0, 1, 100, 4095, 7])
+    img = spike_image(times, chans, 4096, 0.0, 1.0, 100, 512)
+    assert img.shape == (512, 100)
+    assert img.sum() == 4  # the spike at 1.5 s is outside the span
+    assert img[0, 5] == 2  # channels 0 and 1 share a pixel row (8 channels each)
+    assert img[100 // 8, 50] == 1 and img[511, 99] == 1
+
+
+def test_raster_view_draws_spikes(app, qtbot):
+    view = RasterView()
+    qtbot.addWidget(view)
+    view.resize(600, 300)
+    view.show()
+    view.set_spikes(np.array([0.1, 0.2]), np.array([3, 4000]), 4096, 0.0, 1.0)
+    assert view.events == 2 and "2 spikes on 2 channels" in view.info.text()
+
+
+def test_connection_panel_shows_errors_where_they_happened(app, qtbot):
+    panel = ConnectionPanel()
+    qtbot.addWidget(panel)
+    states = [
+        InstrumentState("cnea", "cnea_board", "TCPIP::x::1::SOCKET", True, "connected", "CNEA"),
+        InstrumentState("smu", "keithley2450", "TCPIP::y::2::SOCKET", False, "error", "", "boom"),
+    ]
+    panel.refresh(states)
+    assert panel.row_text("cnea")["state"] == "connected"
+    assert panel.row_text("cnea")["driver"] == "cnea_board (emulated)"
+    assert panel.row_text("smu")["identity / error"] == "boom"
+    requested = []
+    panel.connect_requested.connect(requested.append)
+    panel.table.selectRow(1)
+    panel.connect_one.click()
+    panel.connect_all.click()
+    assert requested == [["smu"], []]
+
+
+def _status(**changes) -> AcquisitionStatus:
+    base = dict(
+        state="recording",
+        elapsed_s=75.2,
+        recorded_s=75.0,
+        samples_written=750_000,
+        data_rate_bps=81.9e6,
+        realtime_factor=1.0,
+        frames_received=46_875,
+        frames_lost=0,
+        crc_errors=0,
+        stalls=0,
+        reconnects=0,
+        gaps=0,
+        disk_free_bytes=int(70e9),
+        backlog_frames=3,
+        backlog_s=0.0048,
+        backlog_fraction=0.0024,
+        backpressure_warning=False,
+        stop_reason="",
+        error="",
+    )
+    base.update(changes)
+    return AcquisitionStatus(**base)
+
+
+def test_recording_panel_texts(app, qtbot):
+    texts = format_status(_status())
+    assert texts["elapsed"] == "01:15" and texts["rate"].startswith("81.9 MB/s")
+    assert texts["frames"] == "46,875" and texts["disk"] == "70.0 GB"
+    panel = RecordingPanel()
+    qtbot.addWidget(panel)
+    panel.show_status(_status(frames_lost=12, backpressure_warning=True))
+    assert panel.text("lost") == "12" and "WRITER FALLING BEHIND" in panel.text("backlog")
+    panel.show_status(_status(state="failed", stop_reason="disk full", error="DiskFullError: x"))
+    assert panel.text("state") == "failed (disk full) — DiskFullError: x"
+    started = []
+    panel.start_requested.connect(lambda *a: started.append(a))
+    panel.label.setText("baseline")
+    panel.duration.setValue(30)
+    panel.start.click()
+    assert started == [("", "baseline", 30.0)]
+
+
+def test_log_panel_takes_records_from_any_thread(app, qtbot):
+    panel = LogPanel()
+    qtbot.addWidget(panel)
+    panel.attach("brainpaste.test.gui")
+    try:
+        logger = logging.getLogger("brainpaste.test.gui")
+        thread = threading.Thread(target=lambda: logger.warning("from a worker thread"))
+        thread.start()
+        thread.join()
+        logger.debug("hidden at INFO")
+        qtbot.waitUntil(lambda: any("from a worker thread" in x for x in panel.lines()))
+        assert not any("hidden" in x for x in panel.lines())
+        panel.level.setCurrentText("DEBUG")
+        logger.debug("shown at DEBUG")
+        qtbot.waitUntil(lambda: any("shown at DEBUG" in x for x in panel.lines()))
+    finally:
+        panel.detach()
