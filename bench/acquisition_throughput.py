@@ -252,12 +252,28 @@ def run_bare(emu: EmulatorProcess, seconds: float, workdir: Path) -> dict[str, f
     return {"rt": data_s / wall, "cpu_per_s": cpu / data_s, "emu_cpu_per_s": ecpu / data_s}
 
 
+def _filesystem(path: Path) -> str:
+    """The filesystem type and device holding ``path`` (from /proc/mounts)."""
+    best = ("?", "?", "")
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            device, mount, kind = line.split()[:3]
+            if str(path.resolve()).startswith(mount) and len(mount) >= len(best[2]):
+                best = (kind, device, mount)
+    return f"{best[0]} on {best[1]}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
     parser.add_argument("--codec", default=DEFAULT_CODEC)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--plot", metavar="PNG", help="also draw the rates as a bar chart")
+    parser.add_argument(
+        "--dir",
+        help="where the recordings go (default: the system temp folder; /dev/shm takes the "
+        "disk out of the measurement)",
+    )
     args = parser.parse_args()
     playback_s = 2.0 if args.quick else 5.0
     run_s = 6.0 if args.quick else 15.0
@@ -266,8 +282,9 @@ def main() -> int:
 
     load0 = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load0:.1f} at the start")
-    with tempfile.TemporaryDirectory(prefix="bench-acq-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-acq-", dir=args.dir) as tmp:
         workdir = Path(tmp)
+        print(f"recordings go to {workdir} ({_filesystem(workdir)})")
         playback = workdir / "playback.h5"
         print(
             f"recording {playback_s:g} s of the electroporated culture for playback ...", flush=True
