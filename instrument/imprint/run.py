@@ -327,7 +327,12 @@ def run_imprint(
                 )
             finally:
                 bar.close()
-            finals = _parallel(lambda k: plan.access.read_array(rigs[k]), list(range(count)))
+            finals = _parallel(
+                lambda k: np.mean(
+                    [plan.access.read_array(rigs[k]) for _ in range(settings.final_reads)], axis=0
+                ),
+                list(range(count)),
+            )
             for k, g in enumerate(finals):
                 journal.write_final(k, g)
             result = _report(journal, plan, rigs, finals, counters, line_drivers, t_start)

@@ -156,6 +156,8 @@ class ImprintSettings:
     verify_margin: float = 0.7
     """Write-verify stops within this fraction of the tolerance (read noise after the verify
     must not push a cell out of tolerance at the final read)."""
+    final_reads: int = 4
+    """Whole-array reads averaged for the final verification (read noise shrinks as 1/sqrt)."""
     train_cells: int = 2500
     """Most visits in one batched pulse+read train."""
     nplc: float = 0.01
@@ -188,6 +190,8 @@ def load_settings(config: LabConfig) -> ImprintSettings:
         raise ConfigError("must be in 1..65536", key="imprint.train_cells", path=where)
     if not 0.01 <= settings.nplc <= 10:
         raise ConfigError("must be in [0.01, 10] PLC", key="imprint.nplc", path=where)
+    if not 1 <= settings.final_reads <= 64:
+        raise ConfigError("must be in 1..64", key="imprint.final_reads", path=where)
     if not 0 < settings.verify_margin <= 1:
         raise ConfigError("must be in (0, 1]", key="imprint.verify_margin", path=where)
     if settings.functional_vectors < 0:
