@@ -95,6 +95,8 @@ TILE_DTYPE = np.dtype(
         ("rig", "S96"),
         ("trains", "<i8"),
         ("pulses", "<i8"),
+        ("pulse_visits", "<i8"),
+        ("read_visits", "<i8"),
         ("messages", "<i8"),
         ("round_trips", "<i8"),
         ("busy_s", "<f8"),
@@ -419,17 +421,25 @@ class Journal:
         """Mark rows ``index`` (of the tile) in flight, on disk, before their train is sent."""
         rows = self.tile_rows(tile)
         rows["in_flight"][index] = 1
-        self.commit(tile)
+        self.commit(tile, index)
 
-    def commit(self, tile: int, **counters: float) -> None:
-        """Write the tile's rows (with fresh checksums) and counters, and flush."""
+    def commit(self, tile: int, index: np.ndarray | None = None, **counters: float) -> None:
+        """Write the tile's rows ``index`` (all when None) with fresh checksums, and the
+        tile's counters; flush. Rows not in ``index`` must be unchanged since their last
+        commit (their bytes and checksums are rewritten as they are)."""
         sl = self.tile_slice(tile)
         rows = self.cells[sl]
-        rows["crc"] = row_crc(rows)
+        if index is None or not len(index):
+            lo, hi = 0, rows.size
+        else:
+            lo, hi = int(np.min(index)), int(np.max(index)) + 1
+        part = rows[lo:hi]
+        changed = slice(None) if index is None else np.asarray(index) - lo
+        part["crc"][changed] = row_crc(part[changed])
         for name, value in counters.items():
             self.tiles[tile][name] = value
         with self._lock:
-            self._cells[sl] = rows
+            self._cells[sl.start + lo : sl.start + hi] = part
             self._tiles[tile] = self.tiles[tile]
             self._file.flush()
 

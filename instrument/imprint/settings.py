@@ -42,9 +42,9 @@ class RRAMParams:
     """Narrowest pulse (used after overshoots at the lowest amplitude), s."""
     width_max_s: float = 1e-4
     """Widest pulse (used when the largest amplitude barely moves a cell), s."""
-    off_v: float = 1.5
+    off_v: float = 1.8
     """RESET amplitude (magnitude) that drives unused cells to the off state, V."""
-    off_width_s: float = 1e-4
+    off_width_s: float = 1e-5
     """Width of the off-state pulse, s."""
     device_max_v: float = 4.0
     """|V| the device survives; the technology's max_voltage_v may not exceed it, V."""

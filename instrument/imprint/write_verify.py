@@ -335,6 +335,10 @@ class TileCounters:
 
     trains: int = 0
     pulses: int = 0
+    pulse_visits: int = 0
+    """Visits of pulse+read trains (a cell's programming pulse, or a 0 V confirm visit)."""
+    read_visits: int = 0
+    """Visits of read-only trains."""
     messages: int = 0
     busy_s: float = 0.0
     """Wall time spent in trains (instruments + wires), s."""
@@ -365,23 +369,23 @@ def program_tile(
     rows = journal.tile_rows(tile)
     start = journal.tiles[tile]
     counters = TileCounters(
-        int(start["trains"]),
-        int(start["pulses"]),
-        int(start["messages"]),
-        float(start["busy_s"]),
-        float(start["instrument_s"]),
+        **{f: start[f].item() for f in TileCounters.__dataclass_fields__}  # type: ignore[arg-type]
     )
     cells_of = list(zip(rows["row"].tolist(), rows["col"].tolist(), strict=True))
 
     def account(t0: float, m0: int, plan: VisitPlan, pulses: int) -> None:
         counters.trains += 1
         counters.pulses += pulses
+        if plan.pulses:
+            counters.pulse_visits += plan.visits
+        else:
+            counters.read_visits += plan.visits
         counters.busy_s += time.perf_counter() - t0
         counters.messages += _messages(rig) - m0
         counters.instrument_s += rig.smu.train_time_s(plan)
 
-    def commit() -> None:
-        journal.commit(tile, **counters.__dict__)
+    def commit(index: np.ndarray | None = None) -> None:
+        journal.commit(tile, index, **counters.__dict__)
 
     def settle(index: np.ndarray) -> int:
         r = rows[index]
@@ -407,7 +411,7 @@ def program_tile(
         account(t0, m0, VisitPlan(chunk.size, None, 0.0, rig.limits.read_voltage_v), 0)
         rows["last_read_s"][chunk] = g_now
         done = settle(chunk)
-        commit()
+        commit(chunk)
         if progress:
             progress(tile, done)
     while True:
@@ -447,7 +451,7 @@ def program_tile(
                 rows["in_flight"][chunk] = 0
                 algorithm.observe(rows, chunk, np.nan_to_num(g_before), chunk_amp)
                 done = settle(chunk)
-                commit()
+                commit(chunk)
                 if progress:
                     progress(tile, done)
     journal.set_tile(tile, done=1)
