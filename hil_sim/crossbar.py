@@ -236,6 +236,26 @@ class CrossbarArray:
             self.pulses_applied += 1
             return v_cell
 
+    def column_currents(self, row_v: np.ndarray) -> np.ndarray:
+        """Read every column at once: rows driven at ``row_v`` (rows,) V, every column held at
+        0 V (virtual ground); the current into each column, A, with each cell's read noise.
+
+        Nothing switches (use read-level voltages). 1T1R: each cell in series with its
+        contacts, lines and access transistor; passive: the resistor network solved.
+        """
+        row_v = np.asarray(row_v, dtype=float).reshape(self.rows)
+        with self.lock:
+            t = self.clock()
+            g = self.devices.conductance(t)
+            if self._network is not None:
+                v_cell = self._network.driven_cell_voltages(row_v, np.zeros(self.cols), t)
+            else:
+                v_cell = row_v[:, None] / (1.0 + g * self._r_series)
+            i_cell = g * v_cell
+            sigma = self.devices.read_sigma(g, t) * np.abs(i_cell)
+            noise = np.sqrt(np.sum(sigma**2, axis=0)) * self.rng.standard_normal(self.cols)
+            return i_cell.sum(axis=0) + noise
+
     def apply_waveforms(self, row_v: np.ndarray, col_v: np.ndarray, dt_s: float) -> None:
         """Drive sampled waveforms: ``row_v`` (T, rows) and ``col_v`` (T, cols), ``dt_s`` apart."""
         row_v = np.asarray(row_v, dtype=float)

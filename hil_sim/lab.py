@@ -121,6 +121,10 @@ from hil_sim.rig import start_rig  # noqa: E402
 
 BUILDERS.append(start_rig)
 
+from hil_sim.line_driver import build_line_drivers  # noqa: E402  (after the rigs: it uses them)
+
+BUILDERS.append(build_line_drivers)
+
 from hil_sim.cnea_board import build_cnea  # noqa: E402
 
 BUILDERS.append(build_cnea)

@@ -12,6 +12,7 @@ DRIVERS: dict[str, str] = {
     "keithley2450": "drivers.keithley2450:Keithley2450",
     "keysight_b2900": "drivers.keysight_b2900:KeysightB2900",
     "crossbar_selector": "drivers.selector:CrossbarSelector",
+    "crossbar_line_driver": "drivers.line_driver:LineDriver",
 }
 """Driver name (as written in lab.toml) → ``module:Class``. Each class has
 ``open(resource, *, timeout_s, **options)``."""

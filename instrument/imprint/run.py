@@ -335,12 +335,53 @@ def run_imprint(
             )
             for k, g in enumerate(finals):
                 journal.write_final(k, g)
-            result = _report(journal, plan, rigs, finals, counters, line_drivers, t_start)
+            with _line_drivers(config, count, technology, line_drivers) as drivers:
+                for rig, driver in zip(rigs, drivers, strict=True):
+                    if driver is not None:
+                        rig.selector.ground_all()  # the line driver takes the lines
+                result = _report(journal, plan, rigs, finals, counters, drivers, t_start)
             journal.write_report({"summary": result.summary, "tiles": result.tiles})
             return result
     finally:
         if journal is not None:
             journal.close()
+
+
+def line_driver_name(number: int) -> str:
+    """Instrument name of rig ``number``'s line driver: linedriver, linedriver2…"""
+    return "linedriver" if number == 0 else f"linedriver{number + 1}"
+
+
+@contextlib.contextmanager
+def _line_drivers(
+    config: LabConfig, count: int, technology: str, given: list[Any] | None
+) -> Iterator[list[Any]]:
+    """The line drivers the configuration names (None for a rig without one), output off
+    and closed on exit; ``given`` ones are used as they are."""
+    if given is not None:
+        yield list(given) + [None] * (count - len(given))
+        return
+    from drivers.line_driver import LineDriver
+    from instrument.connect import open_instrument
+
+    opened: list[Any] = []
+    try:
+        for k in range(count):
+            name = line_driver_name(k)
+            if name not in config.instruments:
+                opened.append(None)
+                continue
+            driver = open_instrument(config, name)
+            opened.append(driver)
+            if not isinstance(driver, LineDriver):
+                raise ConfigError(f"instrument {name!r} is not a crossbar_line_driver",
+                                  key=f"instruments.{name}.driver")  # fmt: skip
+            driver.configure(safety_limits(config, technology))
+        yield opened
+    finally:
+        for driver in opened:
+            if driver is not None:
+                driver.close()
 
 
 def _check_resume(journal: Journal, plan: Plan) -> None:

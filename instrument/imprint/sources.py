@@ -64,3 +64,23 @@ def from_extraction(stored: object, source: str) -> ConnectivityMap:
         units=field("units", "unit_ids"),
         source=source,
     )
+
+
+def load_spikes(path: Path | str) -> dict[int, np.ndarray]:
+    """Spike times (s) per unit id, as extraction stored them in session file ``path``."""
+    try:
+        store = importlib.import_module("instrument.extract.store")
+    except ImportError:
+        raise ConnectivityError(
+            "this installation has no extraction (instrument.extract): no stored spikes"
+        ) from None
+    reader = getattr(store, "read_unit_spikes", None)
+    if reader is None:
+        raise ConnectivityError("instrument.extract.store has no spike reader")
+    try:
+        stored = reader(path)
+    except (KeyError, OSError) as exc:
+        raise ConnectivityError(
+            f"no unit spikes in {path} ({exc}); run `brainpaste extract` on the session"
+        ) from None
+    return {int(unit): np.asarray(times, dtype=float) for unit, times in dict(stored).items()}
