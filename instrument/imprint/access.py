@@ -16,6 +16,8 @@ a read train at the read bias — still batched (two trains instead of one).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 from drivers.crossbar_rig import CrossbarRig
 
 Cells = list[tuple[int, int]]
+_BIAS: weakref.WeakKeyDictionary[CrossbarRig, str] = weakref.WeakKeyDictionary()
+"""The bias each open rig's selector holds (set by us only while imprinting)."""
+_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,15 @@ class Access:
         return cls(bias, bias)
 
     def _bias(self, rig: CrossbarRig, scheme: str) -> None:
-        if rig.selector.bias != scheme:
+        """Set the selector's bias when it differs (asked once per rig, then remembered)."""
+        with _LOCK:
+            known = _BIAS.get(rig)
+        if known is None:
+            known = rig.selector.bias
+        if known != scheme:
             rig.selector.bias = scheme
+        with _LOCK:
+            _BIAS[rig] = scheme
 
     def read_cells(self, rig: CrossbarRig, cells: Cells) -> np.ndarray:
         """Conductance of ``cells`` (one batched read train), S."""
