@@ -48,6 +48,9 @@ class Window:
     g_min_s: float
     g_max_s: float
     levels: int
+    level_s: tuple[float, ...] | None = None
+    """Measured conductance of each level (discrete devices, :func:`measured_levels`), S;
+    None: evenly spaced over the window."""
 
     @property
     def span_s(self) -> float:
@@ -55,7 +58,31 @@ class Window:
 
     def level_conductance(self, level: np.ndarray | int) -> np.ndarray:
         """Conductance of quantization level(s), S."""
+        if self.level_s is not None:
+            return np.asarray(self.level_s)[np.asarray(level)]
         return self.g_min_s + np.asarray(level) * self.span_s / (self.levels - 1)
+
+
+def measured_levels(window: Window, reads: np.ndarray, iterations: int = 30) -> Window:
+    """The window with the levels a discrete device really holds: 1-D k-means of healthy
+    cells' reads (started at the nominal levels). Multi-junction MRAM reads its levels
+    through contacts, lines and its access transistor, so they sit off the even grid by
+    more than a tolerance. Returns ``window`` unchanged when a level has no cell."""
+    g = np.asarray(reads, dtype=float)
+    g = g[np.isfinite(g)]
+    centers = window.level_conductance(np.arange(window.levels)).astype(float)
+    for _ in range(iterations):
+        nearest = np.argmin(np.abs(g[:, None] - centers[None, :]), axis=1)
+        counts = np.bincount(nearest, minlength=window.levels)
+        if np.any(counts == 0):
+            return window
+        new = np.bincount(nearest, weights=g, minlength=window.levels) / counts
+        if np.allclose(new, centers, rtol=1e-6, atol=0):
+            break
+        centers = new
+    if np.any(np.diff(centers) <= 0):
+        return window
+    return Window(window.g_min_s, window.g_max_s, window.levels, tuple(float(c) for c in centers))
 
 
 @dataclass

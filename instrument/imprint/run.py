@@ -43,7 +43,14 @@ from instrument.imprint.journal import (
     JournalError,
     JournalSetup,
 )
-from instrument.imprint.mapping import ROLE_UNUSED, Mapping, Tile, Window, build_mapping
+from instrument.imprint.mapping import (
+    ROLE_UNUSED,
+    Mapping,
+    Tile,
+    Window,
+    build_mapping,
+    measured_levels,
+)
 from instrument.imprint.placement import PlacementReport, place
 from instrument.imprint.settings import ImprintSettings, check_against_limits, load_settings
 from instrument.imprint.verify import (
@@ -223,6 +230,7 @@ def build_setup(
         "g_min_s": plan.window.g_min_s,
         "g_max_s": plan.window.g_max_s,
         "levels": plan.window.levels,
+        "level_s": json.dumps(plan.window.level_s),
         "scale_v": mapping.scale_v,
         "tile_rows": mapping.tile_shape[0],
         "tile_cols": mapping.tile_shape[1],
@@ -423,6 +431,16 @@ def _setup(
         return Characterization(g, g.copy(), np.zeros(g.shape, dtype=np.uint8), 0)
 
     chars = _parallel(characterize_tile, list(range(len(rigs))))
+    if s.measured_levels and plan.window.levels <= 8:
+        healthy = np.concatenate([c.final_s[~c.bad] for c in chars])
+        window = measured_levels(plan.window, healthy)
+        if window.level_s is not None:
+            log.info("levels as the devices read them: %s uS", np.round(window.level_s, 8) * 1e6)
+            plan.window = window
+            for tile in mapping.tiles:
+                tile.target_s = np.where(
+                    tile.level >= 0, window.level_conductance(np.maximum(tile.level, 0)), np.nan
+                )
     placed, reports = [], []
     for tile, char in zip(mapping.tiles, chars, strict=True):
         p, r = place(

@@ -141,6 +141,9 @@ class ImprintSettings:
     """|weight| mapped to g_max, V; 0: the map's largest |weight|."""
     min_level: int = 1
     """A synapse never quantizes below this level (0 would make it vanish)."""
+    measured_levels: bool = True
+    """Devices with at most 8 levels (MRAM): targets are the level conductances the
+    characterization read finds (1-D k-means), not the even grid."""
     characterize: bool = True
     """Read every cell of a tile before programming (stuck / out-of-window cells)."""
     probe: bool = True
