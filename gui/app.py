@@ -31,3 +31,14 @@ def get_app(argv: Sequence[str] | None = None):  # noqa: ANN201 (QApplication, i
     # image[row, col] everywhere; no antialiasing: thousands of line segments per frame
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k")
     return app
+
+
+def cache_axes(view: object) -> None:
+    """Paint the axes of a pyqtgraph view from a cached pixmap until they change (text is
+    the costly part of a frame that redraws only its data)."""
+    import pyqtgraph as pg
+    from PySide6 import QtWidgets
+
+    for item in view.scene().items():  # type: ignore[attr-defined]
+        if isinstance(item, pg.AxisItem):
+            item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)

@@ -8,6 +8,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from gui.app import cache_axes
+
 MEASURES = {
     "RMS": ("µV", 1e6),
     "spike rate": ("Hz", 1.0),
@@ -114,6 +116,7 @@ class ArrayMap(QtWidgets.QWidget):
         )
         self.colorbar.setImageItem(self.image)
         self.graphics.addItem(self.colorbar, row=0, col=1)
+        cache_axes(self.graphics)
         self.outline = _Outline(
             symbol="s", size=1.0, pxMode=False, pen=pg.mkPen("r", width=1.5), brush=None
         )

@@ -16,10 +16,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gui.raster import spike_image
 from instrument.acquisition import Acquisition, AcquisitionStatus, Snapshot
 from instrument.live_spikes import LiveSpikes, SpikeCounts
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RasterImage:
+    """Spike counts per pixel of the raster view over [t0_s, t1_s)."""
+
+    image: np.ndarray
+    n_channels: int
+    t0_s: float
+    t1_s: float
+    info: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class LiveFrame:
     """time.perf_counter() when it was made."""
     spikes: SpikeCounts | None
     """Spike counts of every channel (None until the first block is read back)."""
+    raster: RasterImage | None = None
+    """The spikes drawn at the raster's pixel size (made here, off the GUI thread)."""
 
     @property
     def status(self) -> AcquisitionStatus:
@@ -47,10 +61,18 @@ class LiveFeed:
         self.n_bins = n_bins
         self.raster_s = raster_s
         """Seconds of whole-array spikes kept for the raster."""
+        self.raster_pixels = (600, 300)
+        """(columns, rows) of the raster view; the window keeps it up to date."""
+        self._raster_key: tuple | None = None
+        self._raster_image: RasterImage | None = None
         """Display bins per trace (the traces view sets it to its width in pixels)."""
         self.poll_s = poll_s
         self.latest: LiveFrame | None = None
         self.frames_made = 0
+        self.consumed = 0
+        """Serial of the last frame the window drew (it sets it)."""
+        self.pace = True
+        """Make a frame only once the previous one was drawn (False: one per block)."""
         self.error = ""
         self._acq: Acquisition | None = None
         self.spikes: LiveSpikes | None = None
@@ -128,6 +150,12 @@ class LiveFeed:
                 if pending is not None and acq.state in ("recording", "stopping"):
                     acq.select_channels(pending)
                     self._last_key = None
+                latest = self.latest
+                if latest is not None and latest.serial > self.consumed and self.pace:
+                    # the window has not drawn the last frame yet: a new one would be wasted
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
                 status = acq.status()
                 spikes = self.spikes.latest() if self.spikes is not None else None
                 key = (status.samples_written, status.state, spikes.rows_read if spikes else -1)
@@ -145,7 +173,34 @@ class LiveFeed:
 
     def _make_frame(self, acq: Acquisition, spikes: SpikeCounts | None) -> None:
         snap = acq.snapshot(n_bins=self.n_bins)
+        raster = self._raster(spikes)
         self.frames_made += 1
         self.latest = LiveFrame(
-            serial=self.frames_made, snapshot=snap, made_at=time.perf_counter(), spikes=spikes
+            serial=self.frames_made,
+            snapshot=snap,
+            made_at=time.perf_counter(),
+            spikes=spikes,
+            raster=raster,
         )
+
+    def _raster(self, spikes: SpikeCounts | None) -> RasterImage | None:
+        """The raster image of ``spikes`` (reused while the spikes and the size are)."""
+        if spikes is None:
+            return None
+        key = (spikes.rows_read, self.raster_pixels)
+        if key == self._raster_key and self._raster_image is not None:
+            return self._raster_image
+        t1 = max(spikes.end_s, self.raster_s)
+        t0 = t1 - self.raster_s
+        n_channels = spikes.rate_hz.size
+        columns, rows = self.raster_pixels
+        image = spike_image(spikes.times_s, spikes.channels, n_channels, t0, t1, columns, rows)
+        firing = spikes.rate_hz[spikes.rate_hz > 0]
+        info = (
+            f"live spikes, whole array: {firing.size} channels firing, median "
+            f"{np.median(firing) if firing.size else 0:.1f} Hz over the last "
+            f"{spikes.end_s - spikes.start_s:.1f} s (read back from the file)"
+        )
+        self._raster_key = key
+        self._raster_image = RasterImage(image, n_channels, t0, t1, info)
+        return self._raster_image

@@ -25,6 +25,7 @@ from gui.raster import RasterView
 from gui.recording_panel import RecordingPanel
 from gui.traces import MAX_LIVE_CHANNELS, LiveTraces, PagedTraces
 from gui.workers import Background
+from instrument.acquisition import AcquisitionSettings, AcquisitionStatus
 from instrument.envelopes import Envelope, read_envelope, refresh
 from instrument.live import Electroporation, LiveLab, grid_shape
 from instrument.recording import Recording, open_recording
@@ -33,6 +34,25 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REDRAW_HZ = 30.0
 ACCESS_POLL_S = 3.0
+
+
+PRESSURE_INTERVAL_S = (0.0, 0.2, 1.0)
+"""Least time between two live draws at each pressure level, s."""
+
+
+def recording_pressure(status: AcquisitionStatus, current: int = 0) -> int:
+    """How much the display should hold back so the recording keeps up (drawing competes
+    with the acquisition threads for the interpreter): 0 none; 1 when the reader→writer
+    ring passes 20 %; 2 past 50 % (the recording stops at 95 %). A raised level holds
+    until the ring is below 5 %."""
+    if status.state != "recording":
+        return 0
+    fill = status.backlog_fraction
+    if fill > 0.5:
+        return 2
+    if fill > 0.2:
+        return max(1, current)
+    return current if fill > 0.05 else 0
 
 
 def default_selection(rows: int, cols: int, n: int = 32) -> np.ndarray:
@@ -129,11 +149,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.modes: np.ndarray | None = None
         self.session_path: Path | None = None
         self.redraws = 0
+        self.force_redraw = False
+        """Redraw every view on every tick even without new data (the bench measures the
+        drawing capacity with it); normally only new frames are drawn."""
         self.last_redraw_s = 0.0
         self._drawn_serial = -1
-        self._drawn_spikes: object = None
+        self._drawn_raster: object = None
         self._recording_shown = False
         self._last_page_s = 0.0
+        self._last_draw_s = 0.0
+        self.pressure = 0
+        """0: draw freely; 1, 2: the recording is under pressure, draw less (see
+        :func:`recording_pressure`)."""
+        self.throttled_ticks = 0
         self._access_busy = False
         self._build()
         self.timer = QtCore.QTimer(self)
@@ -365,13 +393,24 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     # --- recording -------------------------------------------------------------------------
-    def start_recording(self, folder: str = "", label: str = "", duration_s: float = 0.0) -> None:
+    def start_recording(
+        self,
+        folder: str = "",
+        label: str = "",
+        duration_s: float = 0.0,
+        settings: AcquisitionSettings | None = None,
+    ) -> None:
+        """Start recording (on a worker) into ``folder`` (default: a new dated folder);
+        ``settings`` default to the lab's ``[acquisition]`` table."""
         lab = self._require_lab()
         self.recording_panel.set_running(True)
 
         def work() -> Any:
             return lab.start_recording(
-                folder or None, label=label, duration_s=duration_s if duration_s > 0 else None
+                folder or None,
+                label=label,
+                duration_s=duration_s if duration_s > 0 else None,
+                settings=settings,
             )
 
         def done(acq: Any) -> None:
@@ -489,8 +528,10 @@ class MainWindow(QtWidgets.QMainWindow):
         t0 = time.perf_counter()
         lab = self.lab
         acq = lab.recording if lab is not None else None
+        pressure = 0
         if acq is not None and self._recording_shown:
             status = acq.status()
+            pressure = self._note_pressure(recording_pressure(status, self.pressure))
             self.recording_panel.show_status(status, acq.path)
             if status.state in ("stopped", "failed") and self.recording_panel.stop.isEnabled():
                 self._stopped()
@@ -500,14 +541,38 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.request_page()
         if self.live_traces.isVisible():
             self.feed.n_bins = max(100, int(self.live_traces.plot.getViewBox().width()))
+        if self.raster.isVisible():
+            self.feed.raster_pixels = self.raster.pixels()
         frame = self.feed.latest
-        if frame is not None and frame.serial != self._drawn_serial:
-            self._draw_frame(frame)
-            self._drawn_serial = frame.serial
+        wanted = frame is not None and (frame.serial != self._drawn_serial or self.force_redraw)
+        if wanted and t0 - self._last_draw_s >= PRESSURE_INTERVAL_S[pressure]:
+            self._draw_frame(frame, force=self.force_redraw)  # type: ignore[arg-type]
+            self._drawn_serial = frame.serial  # type: ignore[union-attr]
+            self.feed.consumed = frame.serial  # type: ignore[union-attr]
+            self._last_draw_s = t0
         self.redraws += 1
         self.last_redraw_s = time.perf_counter() - t0
 
-    def _draw_frame(self, frame: LiveFrame) -> None:
+    def _note_pressure(self, level: int) -> int:
+        """Show when the display slows down for the recording; the level in force."""
+        if level != self.pressure:
+            raised = level > self.pressure
+            self.pressure = level
+            if level and raised:
+                ring = self.lab.recording.status().backlog_fraction  # type: ignore[union-attr]
+                text = (
+                    f"display slowed to {1 / PRESSURE_INTERVAL_S[level]:g} frames/s: the "
+                    f"recording comes first (ring buffer {ring:.0%} full)"
+                )
+                log.warning(text)
+                self.statusBar().showMessage(text)
+            else:
+                self.statusBar().clearMessage()
+        if level:
+            self.throttled_ticks += 1
+        return level
+
+    def _draw_frame(self, frame: LiveFrame, *, force: bool = False) -> None:
         snap = frame.snapshot
         spikes = frame.spikes
         if snap.rms.size == self.array_map.n_channels:
@@ -516,19 +581,14 @@ class MainWindow(QtWidgets.QMainWindow):
             if spikes is not None:
                 self.array_map.set_values("spike rate", spikes.rate_hz)
         if self.live_traces.isVisible():
-            self.live_traces.show_snapshot(frame.serial, snap)
-        if self.raster.isVisible() and spikes is not None and spikes is not self._drawn_spikes:
-            self._drawn_spikes = spikes
-            firing = spikes.rate_hz[spikes.rate_hz > 0]
-            self.raster.set_spikes(
-                spikes.times_s,
-                spikes.channels,
-                spikes.rate_hz.size,
-                max(0.0, spikes.end_s - self.feed.raster_s),
-                max(spikes.end_s, self.feed.raster_s),
-                f"live spikes, whole array: {firing.size} channels firing, median "
-                f"{np.median(firing) if firing.size else 0:.1f} Hz over the last "
-                f"{spikes.end_s - spikes.start_s:.1f} s (read back from the file)",
+            self.live_traces.show_snapshot(frame.serial, snap, force=force)
+        raster = frame.raster
+        new_raster = raster is not None and (raster is not self._drawn_raster or force)
+        if self.raster.isVisible() and new_raster:
+            self._drawn_raster = raster
+            span = raster.t1_s - raster.t0_s  # live: a fixed axis, 0 = the newest sample
+            self.raster.set_image(
+                raster.image, raster.n_channels, -span, 0.0, raster.info, "time (s, 0 = newest)"
             )
 
     # --- errors and closing ------------------------------------------------------------------

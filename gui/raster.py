@@ -13,6 +13,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from gui.app import cache_axes
+
 
 def spike_image(
     times_s: np.ndarray,
@@ -54,6 +56,7 @@ class RasterView(QtWidgets.QWidget):
         grey = (255 * np.sqrt(np.linspace(0, 1, 256))).astype(np.uint8)  # 1 spike: 58 % grey
         self.image.setLookupTable(np.stack([grey, grey, grey], axis=1))
         self.plot.addItem(self.image)
+        cache_axes(self.plot)
         self.info = QtWidgets.QLabel("spike raster: no data")
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -61,6 +64,7 @@ class RasterView(QtWidgets.QWidget):
         layout.addWidget(self.plot, 1)
         self.n_channels = 0
         self.events = 0
+        self._time_label = "time (s)"
 
     def pixels(self) -> tuple[int, int]:
         """(columns, rows) of the plot area in pixels."""
@@ -79,6 +83,31 @@ class RasterView(QtWidgets.QWidget):
         """Draw (time, channel) spikes over [t0_s, t1_s) at the plot's pixel resolution."""
         columns, rows = self.pixels()
         image = spike_image(times_s, channels, n_channels, t0_s, t1_s, columns, rows)
+        firing = np.unique(np.asarray(channels)).size
+        self.set_image(
+            image,
+            n_channels,
+            t0_s,
+            t1_s,
+            info
+            or f"spike raster: {int(image.sum()):,} spikes on {firing} channels, "
+            f"{t0_s:.1f}-{t1_s:.1f} s",
+        )
+
+    def set_image(
+        self,
+        image: np.ndarray,
+        n_channels: int,
+        t0_s: float,
+        t1_s: float,
+        info: str,
+        time_label: str = "time (s)",
+    ) -> None:
+        """Draw a spike image made by :func:`spike_image` (e.g. on another thread) over
+        [t0_s, t1_s) of the time axis."""
+        if time_label != self._time_label:
+            self.plot.setLabel("bottom", time_label)
+            self._time_label = time_label
         self.image.setImage(image, levels=(0.0, 3.0), autoLevels=False)
         self.image.setRect(QtCore.QRectF(t0_s, 0, max(t1_s - t0_s, 1e-6), n_channels))
         self.events = int(image.sum())
@@ -86,8 +115,4 @@ class RasterView(QtWidgets.QWidget):
             self.plot.setYRange(0, n_channels, padding=0)
             self.n_channels = n_channels
         self.plot.setXRange(t0_s, t1_s, padding=0)
-        firing = np.unique(np.asarray(channels)).size
-        self.info.setText(
-            info
-            or f"spike raster: {self.events:,} spikes on {firing} channels, {t0_s:.1f}-{t1_s:.1f} s"
-        )
+        self.info.setText(info)

@@ -10,12 +10,15 @@ are shown in mV (pA for voltage-clamp channels), each trace around its own media
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from gui.app import cache_axes
+from instrument.acquisition import Snapshot
 from instrument.envelopes import Envelope
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 MAX_LIVE_CHANNELS = 256
 """At most this many channels are followed live (more would not be readable on a screen)."""
 PAGE_SIZES = (16, 32, 64, 128, 256)
+LAYOUT_REFRESH_S = 1.0
+"""How often the lanes (centre and spacing of each trace) follow the signals, s."""
 
 
 def channel_label(channel: int, cols: int) -> str:
@@ -53,6 +58,31 @@ def envelope_path(
     return np.tile(xs, k), ys.ravel()
 
 
+def lane_statistics(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel of (K, P) envelopes: the median of the bin centres (where its lane is
+    centred) and the 5-95 % range (how tall it is). NaN (lost samples) are ignored; a
+    channel with no data gets 0 and NaN."""
+    k = lo.shape[0]
+    middle = np.zeros(k, dtype=np.float32)
+    span = np.full(k, np.nan, dtype=np.float32)
+    if k == 0 or lo.shape[1] == 0:
+        return middle, span
+    centre = 0.5 * (lo + hi)
+    ok = np.isfinite(centre)
+    has = ok.any(axis=1)
+    if not has.any():
+        return middle, span
+    # NaN replaced by the row's mean: vectorised percentiles, nearly the nan-aware ones
+    with np.errstate(all="ignore"):
+        fill = np.where(has, np.nanmean(np.where(ok, centre, np.nan), axis=1), 0.0)[:, None]
+    centre = np.where(ok, centre, fill)
+    lo_f = np.where(ok, lo, fill)
+    hi_f = np.where(ok, hi, fill)
+    middle[has] = np.median(centre[has], axis=1)
+    span[has] = np.percentile(hi_f[has], 95, axis=1) - np.percentile(lo_f[has], 5, axis=1)
+    return middle, span
+
+
 def nice_step(value: float) -> float:
     """The 1-2-5 number at or below ``value`` (for scale bars)."""
     if not value > 0 or not np.isfinite(value):
@@ -80,6 +110,7 @@ class StackedTraces(pg.PlotWidget):
         self.addItem(self.scale_bar)
         self.addItem(self.scale_text)
         self.getViewBox().sigRangeChanged.connect(self._place_scale_bar)
+        cache_axes(self)
         self.spacing = 0.0
         """Display units between adjacent traces (0: automatic)."""
         self.clip = 1.6
@@ -107,19 +138,19 @@ class StackedTraces(pg.PlotWidget):
         scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), (k,))[:, None]
         lo_d = lo * scale
         hi_d = hi * scale
-        middle = np.zeros(k, dtype=np.float32)
-        span = np.full(k, np.nan, dtype=np.float32)
-        has = np.isfinite(lo_d).any(axis=1) if lo.shape[1] else np.zeros(k, bool)
-        if has.any():
-            with np.errstate(all="ignore"):
-                middle[has] = np.nanmedian(0.5 * (lo_d[has] + hi_d[has]), axis=1)
-                span[has] = np.nanpercentile(hi_d[has], 95, axis=1) - np.nanpercentile(
-                    lo_d[has], 5, axis=1
-                )
-        spacing = self.spacing
-        if spacing <= 0:  # auto: the typical channel's 5-95 % range fits its lane
-            typical = float(np.nanmedian(span)) if np.isfinite(span).any() else 1.0
-            spacing = nice_step(max(typical, 0.01) * 1.5)
+        now = time.monotonic()
+        same = np.array_equal(channels, self.channels) and self._middle.shape == (k,)
+        if not same or now - self._layout_at > LAYOUT_REFRESH_S or self.spacing != self._asked:
+            # lanes move at most once a second: steady to read, and cheap
+            self._middle, span = lane_statistics(lo_d, hi_d)
+            self._asked = self.spacing
+            self._layout_at = now
+            spacing = self.spacing
+            if spacing <= 0:  # auto: the typical channel's 5-95 % range fits its lane
+                typical = float(np.nanmedian(span)) if np.isfinite(span).any() else 1.0
+                spacing = nice_step(max(typical, 0.01) * 1.5)
+            self._spacing_now = spacing
+        middle, spacing = self._middle, self._spacing_now
         if self.clip:
             limit = 0.5 * spacing * self.clip
             lo_d = np.clip(lo_d - middle[:, None], -limit, limit) + middle[:, None]
@@ -142,6 +173,10 @@ class StackedTraces(pg.PlotWidget):
 
     _drawn_spacing = -1.0
     _used_spacing = 1.0
+    _middle = np.zeros(0, dtype=np.float32)
+    _spacing_now = 1.0
+    _layout_at = 0.0
+    _asked = 0.0
 
     def clear_traces(self) -> None:
         self.curve.setData([], [])
@@ -218,6 +253,8 @@ class LiveTraces(QtWidgets.QWidget):
         """Set by the window: read the file for (channels, t0_s, t1_s, n_bins) off-thread."""
         self.frozen_end_s = 0.0
         self.shown_serial = -1
+        self.shown_snapshot: Snapshot | None = None
+        """The snapshot on screen (the bench checks what is drawn)."""
         self._debounce = QtCore.QTimer(self, singleShot=True, interval=150)
         self._debounce.timeout.connect(self._request_scroll_back)
         self.plot.getViewBox().sigXRangeChanged.connect(self._x_moved)
@@ -241,27 +278,23 @@ class LiveTraces(QtWidgets.QWidget):
         if not on:
             self.shown_serial = -1
 
-    def show_snapshot(self, serial: int, snapshot: object) -> bool:
-        """Draw a live snapshot (unless paused or already shown); True when drawn."""
-        if self.paused or serial == self.shown_serial:
+    def show_snapshot(self, serial: int, snapshot: Snapshot, *, force: bool = False) -> bool:
+        """Draw a live snapshot (unless paused, or already shown and not ``force``); True
+        when drawn."""
+        if self.paused or (serial == self.shown_serial and not force):
             return False
         snap = snapshot
-        if snap.lo.shape[1] == 0:  # type: ignore[attr-defined]
+        if snap.lo.shape[1] == 0:
             return False
-        t = snap.t_s  # type: ignore[attr-defined]
-        bin_s = (t[1] - t[0]) if t.size > 1 else 1.0 / snap.sample_rate_hz  # type: ignore[attr-defined]
+        t = snap.t_s
+        bin_s = (t[1] - t[0]) if t.size > 1 else 1.0 / snap.sample_rate_hz
         end_s = float(t[-1] + bin_s)
         x_ms = (t - end_s) * 1e3
-        chans = snap.channels  # type: ignore[attr-defined]
-        self.plot.set_envelopes(
-            chans,
-            x_ms,
-            snap.lo,
-            snap.hi,
-            scale=mode_scale(self.modes, chans),  # type: ignore[attr-defined]
-        )
+        chans = snap.channels
+        self.plot.set_envelopes(chans, x_ms, snap.lo, snap.hi, scale=mode_scale(self.modes, chans))
         self.frozen_end_s = end_s
         self.shown_serial = serial
+        self.shown_snapshot = snap
         self.info.setText(
             f"{len(chans)} channels, {len(t)} bins of {bin_s * 1e3:.2f} ms, up to t = {end_s:.2f} s"
         )
