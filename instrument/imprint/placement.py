@@ -150,24 +150,26 @@ def _assign(tile: Tile, char: Characterization, window: Window, tol: float, roun
 
 
 def compensate_pairs(tile: Tile, char: Characterization, window: Window) -> tuple[Tile, int]:
-    """Retarget the healthy half of each differential pair whose other half is stuck."""
+    """Retarget the healthy half of each differential pair whose other half is stuck, so the
+    pair's difference is still the weight (a stuck-high cell in an off position gets its
+    partner raised: ``G+ - G-`` stays near zero instead of the stuck value)."""
     if tile.array != "differential":
         return tile, 0
     target = tile.target_s.copy()
+    role = tile.role.copy()
     count = 0
-    rows, cols = np.nonzero(tile.role == ROLE_SYNAPSE)
-    for r, c in zip(rows, cols, strict=True):
+    active = tile.active()
+    for r, c in zip(*np.nonzero(char.bad & active), strict=True):
         pc = int(tile.partner_col[c])
-        if pc < 0:
+        if pc < 0 or char.bad[r, pc] or not active[r, pc]:
             continue
-        bad_s, bad_p = bool(char.bad[r, c]), bool(char.bad[r, pc])
-        if bad_s == bad_p:
+        d = tile.target_s[r, c] - tile.target_s[r, pc]
+        wanted = np.clip(char.final_s[r, c] - d, window.g_min_s, window.g_max_s)
+        if abs(wanted - target[r, pc]) <= 0:
             continue
-        d = target[r, c] - target[r, pc]
-        if bad_s:
-            target[r, pc] = np.clip(char.final_s[r, c] - d, window.g_min_s, window.g_max_s)
-        else:
-            target[r, c] = np.clip(char.final_s[r, pc] + d, window.g_min_s, window.g_max_s)
+        target[r, pc] = wanted
+        if role[r, pc] == ROLE_OFF:
+            role[r, pc] = ROLE_PARTNER
         count += 1
-    out = Tile(**{**tile.__dict__, "target_s": target})
+    out = Tile(**{**tile.__dict__, "target_s": target, "role": role})
     return out, count

@@ -355,6 +355,16 @@ def run_imprint(
             journal.close()
 
 
+def _window_of(journal: Journal) -> Window:
+    """The window (and measured levels) the journal was set up with."""
+    a = journal.attrs
+    levels = json.loads(a["level_s"]) if a.get("level_s") else None
+    return Window(
+        float(a["g_min_s"]), float(a["g_max_s"]), int(a["levels"]),
+        tuple(levels) if levels else None,
+    )  # fmt: skip
+
+
 def line_driver_name(number: int) -> str:
     """Instrument name of rig ``number``'s line driver: linedriver, linedriver2…"""
     return "linedriver" if number == 0 else f"linedriver{number + 1}"
@@ -485,6 +495,7 @@ def _report(
             read_v,
             vectors=plan.settings.functional_vectors,
             seed=plan.settings.seed + k,
+            intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
         )
         functional["source"] = source
         c = counters[k]

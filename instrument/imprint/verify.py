@@ -99,11 +99,17 @@ def functional_check(
     vectors: int = 16,
     seed: int = 1,
     density: float = 0.3,
+    intended_s: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Random spike vectors on the tile's active rows: read weight sums against ideal."""
+    """Random spike vectors on the tile's active rows: read weight sums against ideal.
+
+    The ideal is ``intended_s`` per row (the quantized weight's conductances, before any
+    pair compensation moved a cell to make up for its stuck partner), else the targets.
+    """
     n_rows, n_cols = shape
     target = np.zeros(shape)
-    target[rows["row"], rows["col"]] = rows["target_s"]
+    ideal_s = rows["target_s"] if intended_s is None else intended_s
+    target[rows["row"], rows["col"]] = ideal_s
     active_rows = np.unique(rows["row"])
     posts = np.unique(rows["post"])
     sign = np.zeros(n_cols)
