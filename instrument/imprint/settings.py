@@ -101,7 +101,7 @@ class FlashParams:
     erase_width_s: float = 1e-3
     """Erase pulse width, s."""
     start_v: float = 14.0
-    """First ISPP gate amplitude, V."""
+    """Lowest ISPP gate amplitude, V (about where a typical erased cell starts to move)."""
     step_v: float = 0.25
     """Coarse ISPP step, V."""
     fine_step_v: float = 0.03

@@ -257,13 +257,29 @@ class MRAMWriteVerify(WriteVerify):
 
 
 class FlashISPP(WriteVerify):
+    """Block erase, then ISPP that learns each cell's gate offset.
+
+    With pulses long enough for V_th to settle, a gate pulse ``a`` leaves
+    ``V_th = max(V_th, a - V_off)``; ``V_off`` (~13 V) differs from cell to cell. Until a cell
+    first moves, the ramp climbs from ``V_th(now) + v_off_low`` in steps no larger than half
+    the remaining ``dV_th`` (so the first move cannot jump past a near target); once it
+    moves, ``V_off = a - V_th(read)`` is known and each next pulse moves V_th by 60 % of
+    what remains to ``V_th(target + tol/2)`` (the step noise, ~10 % of a step, shrinks as
+    the cell closes in). ``amp_down_v`` holds the learned ``V_off`` (0: not yet).
+    """
+
     technology = "flash"
     needs_prepare = True
     p: FlashParams
+    V_OFF_LOW = 12.2
+    """Lowest gate offset a cell plausibly has, V (the ramp starts from it)."""
+    AIM = 0.5
+    """Aim this many tolerances above the target conductance: every step that moves a
+    cell adds ~20 mV of discrete-charge noise, and programming cannot go back."""
 
     def init_rows(self, rows: np.ndarray) -> None:
-        rows["amp_up_v"] = self.p.start_v
-        rows["amp_down_v"] = self.p.erase_v
+        rows["amp_up_v"] = 0.0
+        rows["amp_down_v"] = 0.0
         rows["width_s"] = self.p.width_s
 
     def probe_pulse(self, up: bool) -> tuple[float, float, int]:
@@ -286,29 +302,37 @@ class FlashISPP(WriteVerify):
         access.pulse(rig, cells, [-self.p.erase_v] * len(cells), self.p.erase_width_s)
 
     def next_pulse(self, rows: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
         r = rows[idx]
-        amp = r["amp_up_v"].astype(float)
+        now = self.threshold_v(r["last_read_s"])
+        aim = self.threshold_v(
+            np.minimum(r["target_s"] + self.AIM * self.tol, 1.5 * self.window.g_max_s)
+        )
+        known = r["amp_down_v"] > 0
+        step = np.clip(0.5 * (aim - now), p.fine_step_v, p.step_v)
+        ramp = np.maximum(r["amp_up_v"] + step, now + self.V_OFF_LOW)
+        # known offset: move V_th by 60 % of what remains (the step noise shrinks with it)
+        move = np.clip(0.6 * (aim - now), p.fine_step_v, p.step_v * 4)
+        aimed = np.maximum(r["amp_down_v"] + now + move, r["amp_up_v"] + p.fine_step_v)
+        amp = np.where(known, aimed, ramp)
+        amp = np.clip(np.maximum(amp, p.start_v), p.start_v, p.max_v)
         off = r["role"] == ROLE_OFF
-        amp[off] = self.p.off_v
-        width = np.where(off, self.p.off_width_s, self.p.width_s)
+        amp[off] = p.off_v
+        width = np.where(off, p.off_width_s, p.width_s)
         return amp, width
 
     def observe(
         self, rows: np.ndarray, idx: np.ndarray, g_before: np.ndarray, amp: np.ndarray
     ) -> None:
-        p = self.p
         r = rows[idx]
         g = r["last_read_s"]
         programmed = r["role"] != ROLE_OFF
         overshot = programmed & (g < r["target_s"] - self.tol)
         r["state"] = np.where(overshot, FAILED, r["state"])
-        moved = (g_before - g) > np.maximum(0.03 * g_before, 0.25 * self.tol)
-        aim = np.minimum(r["target_s"] + 0.25 * self.tol, self.window.g_max_s * 1.5)
-        need = self.threshold_v(aim) - self.threshold_v(g)
-        step = np.where(moved, np.clip(0.8 * need, p.fine_step_v, p.step_v), p.step_v)
-        r["amp_up_v"] = np.where(
-            programmed, np.minimum(r["amp_up_v"] + step, p.max_v), r["amp_up_v"]
-        )
+        moved = (g_before - g) > np.maximum(0.02 * g_before, 0.1 * self.tol)
+        learned = amp - self.threshold_v(g)
+        r["amp_down_v"] = np.where(programmed & moved, learned, r["amp_down_v"])
+        r["amp_up_v"] = np.where(programmed, np.maximum(r["amp_up_v"], amp), r["amp_up_v"])
         rows[idx] = r
 
 
