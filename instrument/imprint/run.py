@@ -498,6 +498,22 @@ def _report(
             intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
         )
         functional["source"] = source
+        stuck_rows = np.unique(rows["row"][rows["state"] == SKIPPED])
+        clean = functional_check(
+            rows,
+            g.shape,
+            reader,
+            read_v,
+            vectors=plan.settings.functional_vectors,
+            seed=plan.settings.seed + k,
+            intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
+            skip_rows=stuck_rows,
+        )
+        functional["without_stuck_rows"] = {
+            "rows_left_out": int(stuck_rows.size),
+            "relative_rms_error": clean["relative_rms_error"],
+            "correlation": clean["correlation"],
+        }
         c = counters[k]
         tiles_out.append(
             {
