@@ -1,0 +1,726 @@
+"""The whole extraction: raw pass → units → triggers → post-unit groups → map.
+
+:func:`extract` runs it in this process; :mod:`instrument.extract.distributed` runs the
+same steps on a Dask cluster. Both are built from the same pieces — the raw pass per
+chunk (:func:`raw_chunk`), the analysis of a group of post units
+(:func:`analyse_group`) and the final assembly (:func:`assemble`) — and give identical
+results: every floating-point sum happens in an order fixed by the data and the
+parameters alone.
+
+Memory is bounded by ``memory_budget_bytes``: the decimated traces of all channels (4
+bytes per channel per decimated sample) stay in memory when they fit half the budget and
+spill to a scratch file otherwise; post units are analysed in groups sized so their
+arrays fit the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instrument.extract import averaging, psp
+from instrument.extract.params import ExtractionParams
+from instrument.extract.spikes import ChunkPlan, ChunkResult, RawPass, plan_chunks
+from instrument.extract.units import (
+    ChannelSummary,
+    Units,
+    excess_coincidence,
+    gain_series,
+    mark_bad,
+    merge_units,
+)
+from instrument.extract.volts import channel_calibration
+from instrument.recording import Recording
+
+log = logging.getLogger(__name__)
+
+SEGMENT_S = 10.0
+"""Length of the time segments of the all-pairs screen (prefix sums restart at each), s."""
+
+SAME_NEURON_EXCESS = 0.3
+"""A candidate pair whose spikes coincide this much beyond chance is one neuron seen twice
+(units not merged): never reported as connected."""
+
+
+class ExtractionError(RuntimeError):
+    """The recording cannot be analysed as asked (too short, no units, budget too small)."""
+
+
+# ------------------------------------------------------------------------- scratch
+
+
+class Scratch:
+    """The decimated subthreshold traces of every channel, (C, T) float32: in memory, or in
+    a scratch file (``np.memmap``) removed by :meth:`close`."""
+
+    def __init__(self, n_channels: int, n_dec: int, in_memory: bool, folder: str = "") -> None:
+        self.shape = (n_channels, n_dec)
+        self.path: Path | None = None
+        if in_memory:
+            self.data = np.empty(self.shape, dtype=np.float32)
+        else:
+            fd, name = tempfile.mkstemp(
+                prefix="brainpaste-extract-", suffix=".f32", dir=folder or None
+            )
+            os.close(fd)
+            self.path = Path(name)
+            self.data = np.memmap(self.path, dtype=np.float32, mode="w+", shape=self.shape)
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        self.data[:, first : first + block.shape[1]] = block
+
+    def rows(self, channels: np.ndarray) -> np.ndarray:
+        """(len(channels), T) float32 copy of those channels' traces."""
+        out = np.empty((len(channels), self.shape[1]), dtype=np.float32)
+        for i, c in enumerate(np.asarray(channels)):
+            out[i] = self.data[int(c)]
+        return out
+
+    def close(self) -> None:
+        if self.path is not None:
+            del self.data
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+# ------------------------------------------------------------------------- raw pass
+
+
+def summarize(results: Iterable[ChunkResult], plan: ChunkPlan, known_bad: Any) -> ChannelSummary:
+    """Merge the chunks' spikes and statistics (in chunk order) into a channel summary."""
+    results = sorted(results, key=lambda r: r.index)
+    ch = np.concatenate([r.spike_channel for r in results])
+    sm = np.concatenate([r.spike_sample for r in results])
+    h = np.concatenate([r.spike_height_v for r in results])
+    order = np.lexsort((sm, ch))
+    n_ch = results[0].rail_samples.shape[0]
+    rail = np.zeros(n_ch, dtype=np.int64)
+    wave = np.zeros_like(results[0].waveform_sum_v, dtype=np.float64)
+    for r in results:
+        rail += r.rail_samples
+        wave += r.waveform_sum_v
+    counts = np.bincount(ch, minlength=n_ch)
+    wave /= np.maximum(counts, 1)[:, None]
+    noise = np.median(np.stack([r.rise_sd_v for r in results]), axis=0)
+    return ChannelSummary(
+        spike_channel=ch[order].astype(np.int32),
+        spike_sample=sm[order].astype(np.int64),
+        spike_height_v=h[order].astype(np.float32),
+        rail_fraction=rail / max(1, plan.n_samples),
+        noise_v=noise.astype(np.float64),
+        waveform_v=wave.astype(np.float32),
+        bad=np.zeros(n_ch, dtype=bool),
+    )
+
+
+def finish_summary(
+    summary: ChannelSummary, params: ExtractionParams, known_bad: Any
+) -> ChannelSummary:
+    """Mark bad channels and drop their spikes."""
+    bad = mark_bad(summary.rail_fraction, summary.noise_v, params, known_bad)
+    keep = ~bad[summary.spike_channel]
+    return ChannelSummary(
+        spike_channel=summary.spike_channel[keep],
+        spike_sample=summary.spike_sample[keep],
+        spike_height_v=summary.spike_height_v[keep],
+        rail_fraction=summary.rail_fraction,
+        noise_v=summary.noise_v,
+        waveform_v=summary.waveform_v,
+        bad=bad,
+    )
+
+
+# ------------------------------------------------------------------------- triggers
+
+
+@dataclass
+class Triggers:
+    """Presynaptic triggers (decimated samples) and which times can be used."""
+
+    ptr: np.ndarray
+    """(U + 1,) int64 into ``t``."""
+    t: np.ndarray
+    """Decimated sample of every unit's spikes (all of them; ``ok`` says which count)."""
+    ok: np.ndarray
+    """(T,) bool: a trigger at t is usable (windows in the data, no gap, not in a burst)."""
+    burst: np.ndarray
+    """(T,) bool: inside a network burst (padded)."""
+    n_ok: np.ndarray
+    """(U,) usable triggers per unit."""
+
+
+def make_triggers(
+    units: Units, n_dec: int, q: int, lost_dec: np.ndarray, params: ExtractionParams
+) -> Triggers:
+    """Triggers of every unit, the burst mask and the usable-time mask."""
+    t = units.spike_sample // q
+    bin_n = max(1, params.dec(params.burst_bin_s))
+    pop = np.bincount(t // bin_n, minlength=n_dec // bin_n + 1)
+    level = max(params.burst_threshold * float(np.median(pop)), float(params.burst_min_units))
+    hot = np.repeat(pop > level, bin_n)[:n_dec]
+    burst = np.zeros(n_dec, dtype=bool)
+    if hot.any():
+        pad = params.dec(params.burst_pad_s)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], hot.astype(np.int8), [0]])))
+        for a, b in zip(edges[0::2], edges[1::2], strict=True):
+            burst[max(0, a - pad) : min(n_dec, b + pad)] = True
+    bnd = params.boundaries()
+    lo, hi = bnd[0], bnd[-1]
+    ok = np.ones(n_dec, dtype=bool)
+    ok[: max(0, -lo)] = False
+    ok[max(0, n_dec - hi) :] = False
+    if lost_dec.any():
+        # a trigger at t reads [t + lo, t + hi): no lost sample there
+        c = np.concatenate([[0], np.cumsum(lost_dec)])
+        idx = np.arange(n_dec)
+        a = np.clip(idx + lo, 0, n_dec)
+        b = np.clip(idx + hi, 0, n_dec)
+        ok &= (c[b] - c[a]) == 0
+    if params.burst_policy == "exclude":
+        ok &= ~burst
+    n_ok = np.add.reduceat(ok[np.minimum(t, n_dec - 1)].astype(np.int64), units.spike_ptr[:-1])
+    n_ok = np.where(np.diff(units.spike_ptr) > 0, n_ok, 0)
+    return Triggers(ptr=units.spike_ptr.copy(), t=t.astype(np.int64), ok=ok, burst=burst, n_ok=n_ok)
+
+
+# ------------------------------------------------------------------------- groups
+
+
+@dataclass
+class GroupInput:
+    """What the analysis of a group of post units needs besides their traces."""
+
+    params: ExtractionParams
+    posts: np.ndarray
+    """Unit indices of the group's post units."""
+    pres: np.ndarray
+    """Unit indices of every presynaptic unit (enough triggers)."""
+    triggers: Triggers
+    spike_ptr: np.ndarray
+    spike_sample: np.ndarray
+    """Every unit's spikes (raw samples), for trigger exclusion and same-neuron checks."""
+    q: int
+    sample_rate_hz: float
+    gain: np.ndarray
+    """(len(posts), n_chunks) electrode gain of each post unit per chunk."""
+    chunk_dec: int
+    """Decimated samples per chunk (for ``gain``)."""
+
+
+@dataclass
+class GroupResult:
+    """Candidate pairs of one group and their statistics (unit indices throughout)."""
+
+    posts: np.ndarray
+    trace_sd_v: np.ndarray
+    """(len(posts),) single-trial SD of each post trace in the response window (see
+    :func:`trace_noise`), electrode V."""
+    mean_gain: np.ndarray
+    """(len(posts),) electrode gain of each post unit averaged over the recording."""
+    n_tested: int
+    pre: np.ndarray
+    post: np.ndarray
+    screen_z: np.ndarray
+    mean: np.ndarray
+    sd: np.ndarray
+    n: np.ndarray
+    null_mean: np.ndarray
+    null_sd: np.ndarray
+    event: np.ndarray
+    same_neuron: np.ndarray
+    z: np.ndarray
+    p: np.ndarray
+    best_bin: np.ndarray
+    traces: np.ndarray
+    """(K, L) average trace of each candidate with p ≤ fdr (NaN rows otherwise), V."""
+    trace_gain: np.ndarray
+    """(K,) post electrode gain averaged over the triggers of the average."""
+
+
+def _unit_masks(x: np.ndarray, inp: GroupInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 prefix sums, trigger-valid masks and response-window spike masks of the posts."""
+    params = inp.params
+    n_post, n_dec = x.shape
+    q64 = np.zeros((n_post, n_dec + 1))
+    valid = np.empty((n_post, n_dec), dtype=bool)
+    event = np.zeros((n_post, n_dec), dtype=bool)
+    eb = params.dec(params.exclude_before_s)
+    ea = params.dec(params.exclude_after_s)
+    ev_lo = params.dec(params.response_edges_s[0])
+    ev_hi = params.dec(params.response_edges_s[-1])
+    for i, u in enumerate(inp.posts):
+        row = x[i].astype(np.float64)
+        finite = np.isfinite(row)
+        mean = float(row[finite].mean()) if finite.any() else 0.0
+        np.cumsum(np.where(finite, row - mean, 0.0), out=q64[i, 1:])
+        s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
+        near = np.zeros(n_dec + 1, dtype=np.int32)
+        np.add.at(near, np.clip(s - ea, 0, n_dec), 1)
+        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
+        valid[i] = inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
+        ev = np.zeros(n_dec + 1, dtype=np.int32)
+        np.add.at(ev, np.clip(s - ev_hi + 1, 0, n_dec), 1)
+        np.add.at(ev, np.clip(s - ev_lo + 1, 0, n_dec), -1)
+        event[i] = np.cumsum(ev[:n_dec]) > 0
+    return q64, valid, event
+
+
+def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> np.ndarray:
+    """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
+    response window (robust, median over lags), V: divided by √triggers it is the noise of
+    a spike-triggered average of that trace."""
+    out = np.empty(x.shape[0])
+    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    averaging.trace_sd(x, valid, bnd, NOISE_STRIDE, out)
+    return out
+
+
+NOISE_STRIDE = 7
+"""Trace samples every this many decimated samples estimate a post unit's trace noise."""
+
+
+def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
+    """Screen all pre units against this group of post units, then test the candidates.
+
+    ``x`` (len(posts), T) float32: the post units' decimated subthreshold traces.
+    """
+    params = inp.params
+    n_post, n_dec = x.shape
+    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    windows = np.asarray(params.windows(), dtype=np.int64)
+    n_bins = windows.shape[0]
+    trig = inp.triggers
+    pres = inp.pres
+    n_pre = pres.size
+    # ---- screen: boundary sums for every (pre, post), segment by segment
+    n_blocks = max(1, math.ceil(n_post / averaging.WIDTH))
+    acc = np.zeros((n_blocks, n_pre, bnd.size, averaging.WIDTH), dtype=np.float32)
+    halo = int(max(-bnd[0], bnd[-1])) + 1
+    seg = max(params.dec(SEGMENT_S), 1)
+    pre_of_spike = np.repeat(np.arange(len(trig.ptr) - 1), np.diff(trig.ptr))
+    local = np.full(len(trig.ptr) - 1, -1, dtype=np.int64)
+    local[pres] = np.arange(n_pre)
+    use = (local[pre_of_spike] >= 0) & trig.ok[np.minimum(trig.t, n_dec - 1)]
+    use &= trig.t < n_dec
+    t_all = trig.t[use]
+    pre_all = local[pre_of_spike[use]]
+    qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
+    for s0 in range(0, n_dec, seg):
+        s1 = min(n_dec, s0 + seg)
+        lo = max(0, s0 - halo)
+        hi = min(n_dec, s1 + halo)
+        sel = (t_all >= s0) & (t_all < s1)
+        if not sel.any():
+            continue
+        view = qb[:, : hi - lo + 1]
+        averaging.prefix_blocks(x, lo, hi, view)
+        tt, pp = t_all[sel], pre_all[sel]
+        order = averaging.visit_order(pp, tt)
+        averaging.screen_kernel(
+            view, acc, pp[order].astype(np.int64), (tt[order] - lo).astype(np.int64), bnd
+        )
+    sums = acc.transpose(1, 0, 3, 2).reshape(n_pre, n_blocks * averaging.WIDTH, bnd.size)
+    sums = sums[:, :n_post].astype(np.float64)
+    n_trig = trig.n_ok[pres]
+    responses = psp.bin_responses(sums, n_trig[:, None], bnd, windows)
+    allowed = (pres[:, None] != inp.posts[None, :]) & (n_trig[:, None] >= params.min_triggers)
+    scr = psp.screen(responses, n_trig, allowed)
+    n_tested = int(allowed.sum())
+    c_pre, c_post = psp.candidates(scr.z, params.screen_z, params.max_candidates_per_post)
+    screen_best = np.abs(scr.z[c_pre, c_post]).max(axis=1) if c_pre.size else np.zeros(0)
+    # ---- candidates: exclusions, surrogates, events
+    q64, valid, event = _unit_masks(x, inp)
+    k = c_pre.size
+    mean = np.zeros((k, n_bins))
+    sd = np.zeros((k, n_bins))
+    n = np.zeros(k, dtype=np.int64)
+    null_mean = np.zeros((k, n_bins))
+    null_sd = np.zeros((k, n_bins))
+    ev = np.zeros((k, 2))
+    pre_units = pres[c_pre]
+    if k:
+        averaging.pair_statistics(
+            q64, valid, event, trig.ok, pre_units.astype(np.int64), c_post.astype(np.int64),
+            trig.ptr, trig.t, bnd, windows, params.n_surrogates, params.seed,
+            params.dec(params.jitter_min_s), params.dec(params.jitter_s),
+            mean, sd, n, null_mean, null_sd, ev,
+        )  # fmt: skip
+    window = max(1, round(params.merge_window_s * inp.sample_rate_hz))
+    same = excess_coincidence(
+        inp.spike_ptr, inp.spike_sample,
+        np.stack([pre_units, inp.posts[c_post]], axis=1), window, inp.sample_rate_hz,
+    ) >= SAME_NEURON_EXCESS  # fmt: skip
+    sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates)
+    p = np.where(same, 1.0, sig.p)
+    # ---- average traces of the pairs that may survive BH (p <= fdr)
+    first = -params.dec(params.average_before_s)
+    n_lags = params.dec(params.average_after_s) - first + 1
+    traces = np.full((k, n_lags), np.nan, dtype=np.float64)
+    tgain = np.full(k, np.nan)
+    keep = np.flatnonzero(p <= params.fdr)
+    if keep.size:
+        out = np.zeros((keep.size, n_lags))
+        lo_reach = max(-first, -int(bnd[0])) + params.dec(params.jitter_s)
+        hi_reach = max(first + n_lags, int(bnd[-1])) + params.dec(params.jitter_s)
+        averaging.average_traces(
+            x, valid, pre_units[keep].astype(np.int64), c_post[keep].astype(np.int64),
+            trig.ptr, trig.t, first, n_lags, lo_reach, hi_reach, out,
+        )  # fmt: skip
+        traces[keep] = out
+        for i, kk in enumerate(keep):
+            ts = trig.t[trig.ptr[pre_units[kk]] : trig.ptr[pre_units[kk] + 1]]
+            ts = ts[(ts < n_dec) & valid[c_post[kk], np.minimum(ts, n_dec - 1)]]
+            g = inp.gain[c_post[kk], np.minimum(ts // inp.chunk_dec, inp.gain.shape[1] - 1)]
+            tgain[kk] = float(g.mean()) if g.size else np.nan
+            del i
+    return GroupResult(
+        posts=inp.posts,
+        trace_sd_v=trace_noise(x, valid, params),
+        mean_gain=inp.gain.mean(axis=1) if inp.gain.size else np.zeros(n_post),
+        n_tested=n_tested,
+        pre=pre_units.astype(np.int64),
+        post=inp.posts[c_post].astype(np.int64),
+        screen_z=screen_best,
+        mean=mean,
+        sd=sd,
+        n=n,
+        null_mean=null_mean,
+        null_sd=null_sd,
+        event=ev,
+        same_neuron=same,
+        z=sig.z,
+        p=p,
+        best_bin=sig.best_bin,
+        traces=traces,
+        trace_gain=tgain,
+    )
+
+
+def group_size(n_dec: int, n_pre: int, params: ExtractionParams, reserved: int) -> int:
+    """Post units per group so that a group's arrays fit the budget left after ``reserved``."""
+    per_post = n_dec * (4 + 8 + 1 + 1) + n_pre * len(params.boundaries()) * 4 * 2
+    seg = params.dec(SEGMENT_S) + 64
+    per_post += seg * 4
+    room = params.memory_budget_bytes - reserved
+    size = (room // max(per_post, 1)) // averaging.WIDTH * averaging.WIDTH
+    if size < averaging.WIDTH:
+        need = reserved + per_post * averaging.WIDTH
+        raise ExtractionError(
+            f"memory_budget_bytes {params.memory_budget_bytes} is too small for this "
+            f"recording: need at least {need} (raise it, or shorten chunk_s)"
+        )
+    return int(size)
+
+
+# ------------------------------------------------------------------------- result
+
+
+@dataclass
+class Connectivity:
+    """The synaptic map: one row per detected connection (unit indices)."""
+
+    pre: np.ndarray
+    post: np.ndarray
+    kind: np.ndarray
+    """uint8: 0 excitatory, 1 inhibitory, 2 electrical."""
+    strong: np.ndarray
+    """bool: eventful (the presynaptic spike reliably triggers a postsynaptic spike)."""
+    weight_v: np.ndarray
+    """Peak PSP at the postsynaptic soma (electrode peak / electrode gain), signed, V."""
+    psp_electrode_v: np.ndarray
+    """Peak of the average as the post electrode saw it, signed, V."""
+    latency_s: np.ndarray
+    """Onset latency of the PSP after the presynaptic spike, s."""
+    peak_latency_s: np.ndarray
+    z: np.ndarray
+    """Largest |z| over bins against the surrogates."""
+    p: np.ndarray
+    q: np.ndarray
+    """Benjamini–Hochberg adjusted p-value."""
+    noise_v: np.ndarray
+    """Noise of the average PSP trace (single-trial trace SD / √triggers / gain), somatic V."""
+    n_triggers: np.ndarray
+    event_probability: np.ndarray
+    """Observed minus surrogate probability of a post spike in the response window."""
+    average_v: np.ndarray
+    """(K, L) average PSP trace (baseline-subtracted), electrode V."""
+
+    @property
+    def n(self) -> int:
+        return int(self.pre.size)
+
+
+@dataclass
+class ExtractionResult:
+    """Everything one extraction produces."""
+
+    params: ExtractionParams
+    units: Units
+    summary: ChannelSummary
+    connectivity: Connectivity
+    lags_s: np.ndarray
+    """Lags of ``connectivity.average_v`` columns, s."""
+    n_tested: int
+    """Ordered unit pairs tested (the m of the multiple-comparison control)."""
+    n_candidates: int
+    unit_trial_sd_v: np.ndarray
+    """(U,) single-trial SD of each post unit's trace about its baseline in the response
+    window (NaN if not post), electrode V: over √triggers and the gain, the noise of an
+    average PSP."""
+    unit_gain: np.ndarray
+    """(U,) mean electrode gain of each unit (spike height / spike_height_v)."""
+    unit_triggers: np.ndarray
+    """(U,) usable presynaptic triggers of each unit."""
+    duration_s: float
+    sample_rate_hz: float
+    n_channels: int
+    source: str = ""
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
+    """Every candidate pair of the screen: ``pre``, ``post`` (units), ``screen_z``, ``p``."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, Any] | None = None
+
+
+def assemble(
+    groups: list[GroupResult],
+    units: Units,
+    summary: ChannelSummary,
+    triggers: Triggers,
+    params: ExtractionParams,
+    *,
+    duration_s: float,
+    sample_rate_hz: float,
+    n_channels: int,
+    source: str = "",
+) -> ExtractionResult:
+    """Multiple-comparison control over all groups, classes, weights: the map."""
+    groups = sorted(groups, key=lambda g: int(g.posts[0]) if g.posts.size else -1)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(g, name) for g in groups])
+
+    pre, post, p = cat("pre"), cat("post"), cat("p")
+    same = cat("same_neuron")
+    n_tested = sum(g.n_tested for g in groups) - int(same.sum())
+    sig, qval = psp.benjamini_hochberg(p, n_tested, params.fdr)
+    sel = np.flatnonzero(sig)
+    traces = cat("traces")[sel]
+    z = cat("z")[sel]
+    best = cat("best_bin")[sel]
+    event = cat("event")[sel]
+    response = z[:, 1:] if z.shape[1] > 1 else z
+    strongest = np.argmax(np.abs(response), axis=1) if sel.size else np.zeros(0, dtype=int)
+    sign = np.where(response[np.arange(sel.size), strongest] >= 0, 1.0, -1.0)
+    zero_bin = best == 0
+    sign = np.where(zero_bin, np.where(z[np.arange(sel.size), 0] >= 0, 1.0, -1.0), sign)
+    feats = psp.trace_features(traces, sign, params)
+    kind, strong = psp.classify(
+        pre[sel], post[sel], z, feats.onset_latency_s, event[:, 0] - event[:, 1], params
+    )
+    sign = np.where(kind == psp.KIND_ELECTRICAL, sign, np.where(kind == 0, 1.0, -1.0))
+    feats = psp.trace_features(traces, sign, params)
+    # chemical connections start within the range of synaptic delays
+    onset = feats.onset_latency_s
+    direct = (kind == psp.KIND_ELECTRICAL) | (
+        (onset >= params.min_latency_s) & (onset <= params.max_latency_s)
+    )
+    keep = np.flatnonzero(direct)
+    sel, traces, z, best, event = sel[keep], traces[keep], z[keep], best[keep], event[keep]
+    kind, strong, sign = kind[keep], strong[keep], sign[keep]
+    feats = psp.TraceFeatures(
+        psp_v=feats.psp_v[keep],
+        peak_latency_s=feats.peak_latency_s[keep],
+        onset_latency_s=feats.onset_latency_s[keep],
+    )
+    n_units = units.n_units
+    trial_sd = np.full((n_units,), np.nan)
+    gain = np.full(n_units, np.nan)
+    for g in groups:
+        trial_sd[g.posts] = g.trace_sd_v
+        gain[g.posts] = g.mean_gain
+    tgain = cat("trace_gain")[sel]
+    n_trig = cat("n")[sel]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = feats.psp_v / tgain
+        noise = trial_sd[post[sel]] / np.sqrt(np.maximum(n_trig, 1)) / tgain
+    conn = Connectivity(
+        pre=pre[sel],
+        post=post[sel],
+        kind=kind,
+        strong=strong,
+        weight_v=weight,
+        psp_electrode_v=feats.psp_v,
+        latency_s=feats.onset_latency_s,
+        peak_latency_s=feats.peak_latency_s,
+        z=np.abs(z[np.arange(sel.size), best]) if sel.size else np.zeros(0),
+        p=p[sel],
+        q=qval[sel],
+        noise_v=noise,
+        n_triggers=n_trig,
+        event_probability=event[:, 0] - event[:, 1] if sel.size else np.zeros(0),
+        average_v=(traces - np.nanmean(_baseline(traces, params), axis=1)[:, None]).astype(
+            np.float32
+        ),
+    )
+    first = -params.dec(params.average_before_s)
+    lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
+    return ExtractionResult(
+        params=params,
+        units=units,
+        summary=summary,
+        connectivity=conn,
+        lags_s=lags,
+        n_tested=n_tested,
+        n_candidates=int(pre.size),
+        unit_trial_sd_v=trial_sd,
+        unit_gain=gain,
+        unit_triggers=triggers.n_ok.astype(np.int64),
+        duration_s=duration_s,
+        sample_rate_hz=sample_rate_hz,
+        n_channels=n_channels,
+        source=source,
+        candidates={"pre": pre, "post": post, "screen_z": cat("screen_z"), "p": p},
+    )
+
+
+def _baseline(traces: np.ndarray, params: ExtractionParams) -> np.ndarray:
+    first = -params.dec(params.average_before_s)
+    lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
+    base = (lags >= params.baseline_start_s) & (lags < params.baseline_end_s)
+    return traces[:, base]
+
+
+# ------------------------------------------------------------------------- driver
+
+
+def lost_decimated(recording: Recording, plan: ChunkPlan) -> np.ndarray:
+    """(T,) bool: decimated samples touching a gap."""
+    lost = np.zeros(plan.n_decimated, dtype=bool)
+    for first, end in np.asarray(recording.gaps, dtype=np.int64).reshape(-1, 2):
+        a = max(0, int(first) // plan.q)
+        b = min(plan.n_decimated, -(-int(end) // plan.q))
+        lost[a:b] = True
+    return lost
+
+
+@dataclass
+class Prepared:
+    """The state between the raw pass and the group analysis."""
+
+    plan: ChunkPlan
+    summary: ChannelSummary
+    units: Units
+    triggers: Triggers
+    pres: np.ndarray
+    posts: np.ndarray
+    gain: np.ndarray
+
+
+def prepare(
+    recording: Recording, summary: ChannelSummary, plan: ChunkPlan, params: ExtractionParams
+) -> Prepared:
+    """Bad channels, units, triggers, gains: what the group analysis needs."""
+    summary = finish_summary(summary, params, recording.bad_channels)
+    units = merge_units(summary, recording.positions_m, recording.sample_rate_hz, params)
+    if units.n_units == 0:
+        raise ExtractionError("no units: no channel has spikes")
+    triggers = make_triggers(
+        units, plan.n_decimated, plan.q, lost_decimated(recording, plan), params
+    )
+    gain = gain_series(units, summary, plan.length, plan.n_chunks, params)
+    pres = np.flatnonzero(triggers.n_ok >= params.min_triggers)
+    posts = np.flatnonzero(units.intracellular)
+    return Prepared(plan, summary, units, triggers, pres, posts, gain)
+
+
+def group_inputs(
+    prep: Prepared, recording: Recording, params: ExtractionParams, size: int
+) -> Iterator[tuple[np.ndarray, GroupInput]]:
+    """(post-unit indices, GroupInput) per group of ``size``."""
+    for g0 in range(0, prep.posts.size, size):
+        posts = prep.posts[g0 : g0 + size]
+        yield (
+            posts,
+            GroupInput(
+                params=params,
+                posts=posts,
+                pres=prep.pres,
+                triggers=prep.triggers,
+                spike_ptr=prep.units.spike_ptr,
+                spike_sample=prep.units.spike_sample,
+                q=prep.plan.q,
+                sample_rate_hz=recording.sample_rate_hz,
+                gain=prep.gain[posts],
+                chunk_dec=prep.plan.length // prep.plan.q,
+            ),
+        )
+
+
+def extract(
+    recording: Recording,
+    params: ExtractionParams,
+    *,
+    progress: bool = True,
+) -> ExtractionResult:
+    """Run the whole extraction on ``recording`` in this process (see the module docstring)."""
+    from tqdm import tqdm
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    plan = plan_chunks(recording, params)
+    if plan.n_decimated < 4 * params.dec(params.response_edges_s[-1] - params.baseline_start_s):
+        raise ExtractionError(f"recording too short ({recording.duration_s:.3f} s)")
+    scratch_bytes = recording.n_channels * plan.n_decimated * 4
+    in_memory = scratch_bytes <= params.memory_budget_bytes // 2
+    scratch = Scratch(recording.n_channels, plan.n_decimated, in_memory, params.scratch_dir)
+    try:
+        raw = RawPass(recording, channel_calibration(recording), params, plan)
+        results = []
+        bar = tqdm(
+            total=plan.n_chunks, desc="extract: spikes", unit="chunk", disable=not progress,
+            leave=False,
+        )  # fmt: skip
+        with bar:
+            for i in range(plan.n_chunks):
+                r = raw.run(i)
+                scratch.write(r.start // plan.q, r.decimated_v)
+                r.decimated_v = np.zeros((0, 0), dtype=np.float32)
+                results.append(r)
+                bar.update()
+        timings["spikes_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        prep = prepare(recording, summarize(results, plan, None), plan, params)
+        del results
+        timings["units_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        reserved = scratch_bytes if in_memory else 0
+        size = group_size(plan.n_decimated, prep.pres.size, params, reserved)
+        groups = []
+        n_groups = math.ceil(prep.posts.size / size)
+        with tqdm(
+            total=n_groups, desc="extract: pairs", unit="group", disable=not progress, leave=False
+        ) as bar:
+            for posts, inp in group_inputs(prep, recording, params, size):
+                x = scratch.rows(prep.units.best[posts])
+                groups.append(analyse_group(x, inp))
+                bar.update()
+        timings["pairs_s"] = time.perf_counter() - t2
+    finally:
+        scratch.close()
+    result = assemble(
+        groups, prep.units, prep.summary, prep.triggers, params,
+        duration_s=recording.duration_s, sample_rate_hz=recording.sample_rate_hz,
+        n_channels=recording.n_channels, source=recording.source,
+    )  # fmt: skip
+    timings["total_s"] = time.perf_counter() - t0
+    result.timings_s = timings
+    return result

@@ -1,0 +1,231 @@
+"""Postsynaptic potentials: screen, significance against surrogates, classes, weights.
+
+Responses are measured in windows after the presynaptic spike, each as the window mean
+minus the baseline mean (``baseline_start_s`` … ``baseline_end_s``): the zero-lag bin
+(baseline end … first of ``response_edges_s``, for near-zero-latency electrical
+coupling), the bins between the response edges, and one wide window over all bins but
+the last (where PSPs peak: the nearest to a matched filter the bins allow).
+
+1. **Screen (all pairs).** For each post unit the responses to *every* pre unit, scaled
+   by √(triggers), estimate its null spread robustly (1.4826 × MAD across pre units: most
+   pairs are not connected). Pairs with a bin beyond ``screen_z`` become candidates.
+2. **Significance (candidates).** Triggers near the post unit's own spikes are left out
+   (``exclude_before_s``/``exclude_after_s``), and every surrogate (``n_surrogates``
+   trains, each spike jittered by ±[``jitter_min_s``, ``jitter_s``]) is treated exactly
+   the same way. Per bin, z = (response − surrogate mean) / σ with σ the larger of the
+   trial standard error and the surrogate SD (times √(1 + 1/n_surrogates) for the
+   estimated mean); the pair's p-value is the smallest two-sided p over bins, Šidák-
+   corrected for the number of bins; Benjamini–Hochberg at ``fdr`` over **all** tested
+   pairs (screened-out pairs count as tested).
+3. **Classes.** Responses that start with the presynaptic spike (onset after the
+   baseline, within ``electrical_max_latency_s``) in both directions: electrical.
+   Otherwise excitatory or inhibitory by the sign of the strongest response window
+   (the zero-lag bin aside); excitatory connections whose spike
+   raises the post unit's firing probability in the response window by at least
+   ``eventful_min_probability`` over the surrogates are strong ("eventful").
+4. **Weight and latency** from the average trace: the peak (in the sign of the
+   connection) within the response window, in somatic volts (divided by the post
+   electrode's gain), the onset where the average first reaches ``onset_fraction`` of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erfc
+
+from instrument.extract.params import ExtractionParams
+
+KIND_EXCITATORY = 0
+KIND_INHIBITORY = 1
+KIND_ELECTRICAL = 2
+KIND_NAMES = ("excitatory", "inhibitory", "electrical")
+"""Class codes, as ``synapse_kind`` in the ground truth."""
+
+
+def bin_responses(
+    sums: np.ndarray, n: np.ndarray, bnd: np.ndarray, windows: np.ndarray
+) -> np.ndarray:
+    """Responses from boundary sums.
+
+    ``sums`` (..., M) Σ over triggers of the prefix sum at each boundary, ``n`` the trigger
+    counts (broadcast against ``sums[..., 0]``), ``bnd`` (M,) boundaries in samples,
+    ``windows`` (R, 2) boundary indices of each response window. Returns (..., R): mean
+    over each window minus the baseline mean (window (0, 1)).
+    """
+    n = np.asarray(n, dtype=np.float64)
+
+    def mean(a: int, b: int) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (sums[..., b] - sums[..., a]) / ((bnd[b] - bnd[a]) * n)
+
+    base = mean(0, 1)
+    return np.stack([mean(a, b) - base for a, b in windows], axis=-1)
+
+
+@dataclass
+class Screen:
+    """The all-pairs screen for a group of post units."""
+
+    z: np.ndarray
+    """(n_pre, n_post, R) float32 robust z of each bin's response."""
+    trial_sd_v: np.ndarray
+    """(n_post, R) robust SD of a single trial's response, per post unit and bin, V."""
+
+
+def screen(responses: np.ndarray, n: np.ndarray, allowed: np.ndarray) -> Screen:
+    """Robust z-scores of ``responses`` (n_pre, n_post, R) with ``n`` (n_pre,) triggers;
+    ``allowed`` (n_pre, n_post) marks the pairs that enter the null (and get a z)."""
+    y = responses * np.sqrt(np.maximum(n, 0))[:, None, None]
+    y = np.where(allowed[..., None], y, np.nan)
+    center = np.nanmedian(y, axis=0)
+    spread = 1.4826 * np.nanmedian(np.abs(y - center[None]), axis=0)
+    spread = np.where(spread > 0, spread, np.nan)
+    z = (y - center[None]) / spread[None]
+    z = np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+    return Screen(z=z, trial_sd_v=np.nan_to_num(spread))
+
+
+def candidates(z: np.ndarray, screen_z: float, max_per_post: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pre, post) indices of the pairs whose strongest |z| reaches ``screen_z`` (at most
+    ``max_per_post`` strongest per post unit), sorted by (post, pre)."""
+    score = np.abs(z).max(axis=-1)
+    pre_l, post_l = [], []
+    for j in range(score.shape[1]):
+        col = score[:, j]
+        hit = np.flatnonzero(col >= screen_z)
+        if hit.size > max_per_post:
+            hit = np.sort(hit[np.argsort(-col[hit], kind="stable")[:max_per_post]])
+        pre_l.append(hit)
+        post_l.append(np.full(hit.size, j))
+    pre = np.concatenate(pre_l) if pre_l else np.zeros(0, dtype=np.int64)
+    post = np.concatenate(post_l) if post_l else np.zeros(0, dtype=np.int64)
+    return pre.astype(np.int64), post.astype(np.int64)
+
+
+@dataclass
+class Significance:
+    z: np.ndarray
+    """(K, R) z of each bin against the surrogate null."""
+    p: np.ndarray
+    """(K,) p-value of the pair (Šidák over bins)."""
+    best_bin: np.ndarray
+    """(K,) bin with the largest |z|."""
+
+
+def significance(
+    mean: np.ndarray,
+    sd: np.ndarray,
+    n: np.ndarray,
+    null_mean: np.ndarray,
+    null_sd: np.ndarray,
+    n_surrogates: int,
+) -> Significance:
+    """Per-pair z and p from the response statistics and their surrogate null."""
+    n = np.asarray(n, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.where(n > 1, sd / np.sqrt(n), np.nan)
+    sigma = np.sqrt(np.maximum(se**2, null_sd**2) * (1.0 + 1.0 / n_surrogates))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (mean - null_mean) / sigma
+    z = np.where(np.isfinite(z), z, 0.0)
+    p_bins = erfc(np.abs(z) / np.sqrt(2.0))
+    best = np.argmax(np.abs(z), axis=1) if z.size else np.zeros(0, dtype=np.int64)
+    p_min = p_bins[np.arange(z.shape[0]), best] if z.size else np.zeros(0)
+    n_bins = z.shape[1] if z.ndim == 2 else 1
+    p = -np.expm1(n_bins * np.log1p(-np.minimum(p_min, 1.0 - 1e-16)))
+    p = np.where(n[:, 0] > 1, p, 1.0)
+    return Significance(z=z, p=p, best_bin=best.astype(np.int64))
+
+
+def benjamini_hochberg(p: np.ndarray, m: int, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Significant flags and BH-adjusted p-values of ``p`` among ``m`` ≥ len(p) tests (the
+    untested rest have p = 1)."""
+    p = np.asarray(p, dtype=np.float64)
+    k = p.size
+    m = max(int(m), k)
+    if k == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, k + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(k)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out <= q, out
+
+
+@dataclass
+class TraceFeatures:
+    psp_v: np.ndarray
+    """(K,) peak of the baseline-subtracted average (signed), electrode V."""
+    peak_latency_s: np.ndarray
+    onset_latency_s: np.ndarray
+
+
+def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParams) -> TraceFeatures:
+    """Peak and onset of average traces (K, L) sampled at ``params.decimated_rate_hz`` from
+    ``-average_before_s``, for connections of the given sign (+1 / −1)."""
+    fs = params.decimated_rate_hz
+    first = -params.dec(params.average_before_s)
+    lags = (np.arange(traces.shape[1]) + first) / fs
+    base = (lags >= params.baseline_start_s) & (lags < params.baseline_end_s)
+    window = (lags >= params.baseline_end_s) & (lags < params.response_edges_s[-1])
+    k = traces.shape[0]
+    psp = np.zeros(k)
+    peak_lat = np.full(k, np.nan)
+    onset = np.full(k, np.nan)
+    idx = np.flatnonzero(window)
+    for i in range(k):
+        tr = traces[i] - np.nanmean(traces[i, base])
+        if not np.all(np.isfinite(tr[idx])):
+            continue
+        signed = tr[idx] * sign[i]
+        at = idx[int(np.argmax(signed))]
+        peak = tr[at] * sign[i]
+        psp[i] = tr[at]
+        peak_lat[i] = lags[at]
+        level = params.onset_fraction * peak
+        j = at
+        while j > idx[0] and tr[j - 1] * sign[i] >= level:
+            j -= 1
+        if j > idx[0] or tr[j] * sign[i] < level:
+            below = tr[j - 1] * sign[i]
+            above = tr[j] * sign[i]
+            frac = (level - below) / (above - below) if above != below else 1.0
+            onset[i] = lags[j - 1] + frac / fs
+        else:
+            onset[i] = lags[j]
+    return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
+
+
+def classify(
+    pre: np.ndarray,
+    post: np.ndarray,
+    z: np.ndarray,
+    onset_s: np.ndarray,
+    event_gain: np.ndarray,
+    params: ExtractionParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class codes (``KIND_*``) and strong flags of significant pairs.
+
+    ``z`` (K, R) per-window z (window 0 the zero-lag bin); ``onset_s`` (K,) onset latency
+    of the average; ``event_gain`` (K,) observed minus surrogate probability that the post
+    unit fires in the response window after a presynaptic spike.
+    """
+    k = pre.size
+    response = z[:, 1:] if z.shape[1] > 1 else z
+    strongest = np.argmax(np.abs(response), axis=1) if k else np.zeros(0, dtype=np.int64)
+    sign = np.sign(response[np.arange(k), strongest]) if k else np.zeros(0)
+    kind = np.where(sign >= 0, KIND_EXCITATORY, KIND_INHIBITORY).astype(np.uint8)
+    # onsets clipped at the window start (responses already under way before the spike:
+    # common input) are not electrical
+    start = params.baseline_end_s + 0.02 / params.decimated_rate_hz
+    fast = (onset_s > start) & (onset_s <= params.electrical_max_latency_s)
+    where = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(pre, post, strict=True))}
+    for i in np.flatnonzero(fast):
+        j = where.get((int(post[i]), int(pre[i])))
+        if j is not None and fast[j]:
+            kind[i] = KIND_ELECTRICAL
+    strong = (kind == KIND_EXCITATORY) & (event_gain >= params.eventful_min_probability)
+    return kind, strong
