@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from gui.array_map import ArrayMap
 from gui.connection_panel import ConnectionPanel
+from gui.imprint_view import ImprintView
 from gui.live_feed import LiveFeed, LiveFrame
 from gui.log_panel import LogPanel
 from gui.raster import RasterView
@@ -27,13 +28,17 @@ from gui.traces import MAX_LIVE_CHANNELS, LiveTraces, PagedTraces
 from gui.workers import Background
 from instrument.acquisition import AcquisitionSettings, AcquisitionStatus
 from instrument.envelopes import Envelope, read_envelope, refresh
+from instrument.imprint_control import ImprintControlError, ImprintProcess
+from instrument.imprint_progress import ImprintProgress, read_progress
 from instrument.live import Electroporation, LiveLab, grid_shape
 from instrument.recording import Recording, open_recording
+from instrument.session_files import SessionPathError, find_recording
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REDRAW_HZ = 30.0
 ACCESS_POLL_S = 3.0
+IMPRINT_POLL_S = 1.0
 
 
 PRESSURE_INTERVAL_S = (0.0, 0.2, 1.0)
@@ -148,6 +153,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.access: np.ndarray | None = None
         self.modes: np.ndarray | None = None
         self.session_path: Path | None = None
+        self.imprint: ImprintProcess | None = None
+        self._imprint_busy = False
         self.redraws = 0
         self.force_redraw = False
         """Redraw every view on every tick even without new data (the bench measures the
@@ -168,6 +175,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self.redraw)
         self.set_redraw_rate(redraw_hz)
+        self.imprint_timer = QtCore.QTimer(self, interval=int(IMPRINT_POLL_S * 1000))
+        self.imprint_timer.timeout.connect(self.poll_imprint)
         self.access_timer = QtCore.QTimer(self, interval=int(ACCESS_POLL_S * 1000))
         self.access_timer.timeout.connect(self.poll_access)
         self.access_timer.start()
@@ -182,6 +191,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.live_traces = LiveTraces()
         self.raster = RasterView()
         self.paged = PagedTraces()
+        self.imprint_view = ImprintView()
         self.log_panel = LogPanel()
         self.log_panel.attach("")
 
@@ -196,6 +206,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.addTab(live, "Live")
         self.tabs.addTab(self.paged, "All channels")
+        self.tabs.addTab(self.imprint_view, "Imprint")
         self.setCentralWidget(self.tabs)
 
         left = QtWidgets.QWidget()
@@ -234,6 +245,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.array_map.selection_changed.connect(self._selection_changed)
         self.array_map.electroporate_requested.connect(self.electroporate)
         self.paged.page_requested.connect(self.request_page)
+        self.imprint_view.start_requested.connect(self.start_imprint)
+        self.imprint_view.pause_requested.connect(self.pause_imprint)
+        self.imprint_view.abort_requested.connect(self.abort_imprint)
         self.live_traces.read_back = self._read_back
 
     @staticmethod
@@ -451,6 +465,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if acq is not None:
             self.reader.set_path(acq.path, live=False)
             self.request_page()
+            self.poll_imprint()
 
     def _update_buttons(self) -> None:
         lab = self.lab
@@ -469,7 +484,115 @@ class MainWindow(QtWidgets.QMainWindow):
         self.session_path = Path(path)
         self.reader.set_path(self.session_path, live=False)
         self.request_page()
+        self.poll_imprint()
         log.info("session %s opened", path)
+
+    # --- imprint ---------------------------------------------------------------------------
+    def _session_file(self) -> Path | None:
+        if self.session_path is None:
+            return None
+        try:
+            found = find_recording(self.session_path)
+        except SessionPathError:
+            return None
+        return found if found.suffix == ".h5" else None
+
+    def _imprint_buttons(self) -> None:
+        running = self.imprint is not None and self.imprint.running
+        lab = self.lab
+        has_rig = lab is not None and any(s.driver != "cnea_board" for s in lab.states())
+        ready = self._session_file() is not None and has_rig and not (lab and lab.is_recording)
+        shown = self.imprint_view.shown
+        resumable = shown is not None and (shown.pending > 0 or not shown.final)
+        self.imprint_view.set_running(
+            running, can_start=ready and shown is None, can_resume=ready and resumable
+        )
+
+    def poll_imprint(self) -> None:
+        """Read the open session's imprint journal (on a worker) and show it."""
+        path = self._session_file()
+        if path is None or self._imprint_busy:
+            self._imprint_buttons()
+            return
+        self._imprint_busy = True
+        proc = self.imprint
+
+        def done(progress: ImprintProgress | None) -> None:
+            self._imprint_busy = False
+            note = ""
+            if proc is not None:
+                code = proc.returncode
+                if code is None:
+                    note = "paused" if proc.paused else "running"
+                else:
+                    note = self._imprint_finished(proc, code)
+            self.imprint_view.show_progress(progress, note)
+            self._imprint_buttons()
+
+        def failed(exc: BaseException) -> None:
+            self._imprint_busy = False
+            self.imprint_view.show_progress(None, f"cannot read the journal: {exc}")
+            self._imprint_buttons()
+
+        self.background.run(lambda: read_progress(path), on_done=done, on_error=failed)
+
+    def _imprint_finished(self, proc: ImprintProcess, code: int) -> str:
+        if self.imprint is proc:
+            self.imprint = None
+            self.imprint_timer.stop()
+            tail = proc.output(2000).strip().splitlines()
+            if code == 0:
+                log.info("imprint finished: %s", " | ".join(tail[-6:]))
+            elif proc.aborted:
+                log.warning("imprint aborted (exit %s); resume it from the journal", code)
+            else:
+                log.error("imprint failed (exit %s): %s", code, " | ".join(tail[-4:]))
+        if code == 0:
+            return "finished"
+        return "aborted: resume from the journal" if proc.aborted else f"failed (exit {code})"
+
+    def start_imprint(self, technology: str, resume: bool = False) -> None:
+        """Run ``brainpaste imprint`` on the open session (the rig is released first)."""
+        lab = self._require_lab()
+        path = self._session_file()
+        if path is None:
+            self._error("Imprint", RuntimeError("open a recorded session first"))
+            return
+        self.imprint_view.set_running(True)
+
+        def done(proc: ImprintProcess) -> None:
+            self.imprint = proc
+            self.imprint_timer.start()
+            self.connection.refresh(lab.states())
+            self.poll_imprint()
+
+        def failed(exc: BaseException) -> None:
+            self._error("Imprint", exc)
+            self._imprint_buttons()
+
+        self.background.run(
+            lambda: lab.start_imprint(path, technology, resume=resume),
+            on_done=done,
+            on_error=failed,
+            name="start imprint",
+        )
+
+    def pause_imprint(self, pause: bool) -> None:
+        proc = self.imprint
+        if proc is None or not proc.running:
+            return
+        try:
+            proc.pause() if pause else proc.proceed()
+        except (ImprintControlError, OSError) as exc:
+            self._error("Pause" if pause else "Continue", exc)
+        self.poll_imprint()
+
+    def abort_imprint(self) -> None:
+        proc = self.imprint
+        if proc is None:
+            return
+        self.imprint_view.abort.setEnabled(False)
+        self.background.run(proc.abort, on_done=lambda _: self.poll_imprint(), name="abort imprint")
 
     def request_page(self) -> None:
         """Read the paged view's channels from the session file (on a worker)."""
@@ -601,6 +724,10 @@ class MainWindow(QtWidgets.QMainWindow):
         """Stop timers and the feed, stop any recording, close the instruments (blocking)."""
         self.timer.stop()
         self.access_timer.stop()
+        self.imprint_timer.stop()
+        if self.imprint is not None and self.imprint.running:
+            log.warning("closing: the imprint is stopped (resume it from the journal)")
+            self.imprint.abort()
         self.background.shutdown()
         self.feed.close()
         self.reader.close()

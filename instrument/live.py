@@ -28,6 +28,7 @@ from drivers.errors import DriverError
 from instrument.acquisition import Acquisition, AcquisitionSettings, AcquisitionStatus
 from instrument.config import ConfigError, LabConfig, parse_section
 from instrument.connect import open_instrument
+from instrument.imprint_control import ImprintProcess
 from instrument.session_files import new_session_dir, session_file_for_output
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,32 @@ class LiveLab:
                 self.note_error(self.board_name, acq.error)
             log.info("recording stopped (%s): %s", status.stop_reason, acq.path)
             return status
+
+    # --- imprint ---------------------------------------------------------------------------
+    def release_rig(self) -> list[str]:
+        """Disconnect every instrument but the board (the imprint process drives the rig
+        over its own connections); the names released."""
+        with self._lock:
+            names = [n for n in self._drivers if n != self.board_name]
+            for name in names:
+                self.disconnect(name)
+            return names
+
+    def start_imprint(
+        self,
+        session_file: str | Path,
+        technology: str | None = None,
+        *,
+        resume: bool = False,
+        restart: bool = False,
+    ) -> ImprintProcess:
+        """Run ``brainpaste imprint`` on ``session_file`` with this lab's instruments (the
+        rig is released first); see :mod:`instrument.imprint_control`."""
+        technology = technology or self.config.crossbar.technology
+        released = self.release_rig()
+        if released:
+            log.info("released %s for the imprint", ", ".join(released))
+        return ImprintProcess(session_file, self.config, technology, resume=resume, restart=restart)
 
     def close(self) -> None:
         """Stop recording and close every instrument (safe to call twice)."""
