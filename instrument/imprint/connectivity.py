@@ -104,11 +104,13 @@ class ConnectivityMap:
         return int(self.units.shape[0])
 
     def dense(self, order: np.ndarray | None = None) -> np.ndarray:
-        """(N, N) weight matrix, V: ``W[i, j]`` from unit ``order[i]`` to unit ``order[j]``."""
+        """(N, N) weight matrix, V: ``W[i, j]`` from unit ``order[i]`` to unit ``order[j]``
+        (synapses of units not in ``order`` are left out)."""
         order = self.units if order is None else order
         index = {int(u): k for k, u in enumerate(order)}
         w = np.zeros((len(order), len(order)))
-        rows = np.array([index[int(u)] for u in self.pre], dtype=np.int64)
-        cols = np.array([index[int(u)] for u in self.post], dtype=np.int64)
-        w[rows, cols] = self.weight_v
+        rows = np.array([index.get(int(u), -1) for u in self.pre], dtype=np.int64)
+        cols = np.array([index.get(int(u), -1) for u in self.post], dtype=np.int64)
+        keep = (rows >= 0) & (cols >= 0)
+        w[rows[keep], cols[keep]] = self.weight_v[keep]
         return w
