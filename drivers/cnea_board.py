@@ -470,6 +470,31 @@ class CneaBoard(SCPIInstrument):
         """(C, 2) electrode x, y, m."""
         return self._float_block(":ARR:POS?", (self.n_channels, 2))
 
+    def temperature_c(self) -> float | None:
+        """Chip temperature, °C (``:SYSTem:TEMPerature?``), or None from a board that does not
+        know the query. ``*OPC?`` follows it in a separate message, so such a board answers
+        only ``1`` (queueing -113) and costs no timeout."""
+        with self.lock:
+            if self.transport.stale:
+                self.resync()
+            self.transport.write(":SYST:TEMP?")
+            self.transport.write("*OPC?")
+            first = self.transport.read().strip()
+            errors = self.read_errors() if first in ("1", "+1") else []
+            if errors:
+                if errors[0][0] != -113:
+                    code, message = errors[0]
+                    raise DriverError(
+                        f":SYST:TEMP? failed: {code}, {message}", resource=self.address
+                    )
+                return None
+            opc = self.transport.read().strip()
+        if opc not in ("1", "+1"):
+            raise MalformedReply(
+                "*OPC? after :SYST:TEMP? did not answer 1", reply=opc, resource=self.address
+            )
+        return parse_float(first, ":SYST:TEMP?", self.address)
+
     def settings(self) -> dict[str, Any]:
         """Everything that shapes the data, for the recording's ``board_settings``."""
         modes = self.modes()

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 import numpy as np
 
@@ -48,13 +48,27 @@ log = logging.getLogger(__name__)
 Cell = tuple[int, int]
 
 
+class ReadCorrection(Protocol):
+    """Turns what the SMU read into conductance (e.g. a calibration: instrument offsets and
+    gains, the array's line and contact resistance). Installed as
+    :attr:`CrossbarRig.read_correction`; without one, ``G = I / V_read``."""
+
+    def conductance(
+        self, cells: np.ndarray | None, current_a: np.ndarray, voltage_v: float
+    ) -> np.ndarray:
+        """Conductance, S, of the read currents ``current_a`` (A) at ``voltage_v`` (V);
+        ``cells`` (n, 2) row, column of each read, or None for a whole-row read."""
+        ...
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a batched train returns, one entry per visit (in the order given)."""
 
     cells: tuple[Cell, ...]
     conductance_s: np.ndarray
-    """G = I / V_read per visit, S (NaN where the train did not read)."""
+    """G = I / V_read per visit, S, through the rig's read correction when it has one (NaN
+    where the train did not read)."""
     current_a: np.ndarray
     """Read current per visit, A (NaN where the train did not read)."""
     compliance: np.ndarray
@@ -84,6 +98,8 @@ class CrossbarRig:
         self.reconnect_delay_s = reconnect_delay_s
         self.trains_recovered = 0
         """Trains whose instrument connection dropped and was recovered."""
+        self.read_correction: ReadCorrection | None = None
+        """Applied to every read's current (a calibration); None: G = I / V_read."""
         self._lock = threading.RLock()
         with self._safe():
             self.rows, self.cols = selector.size()
@@ -109,14 +125,16 @@ class CrossbarRig:
         ((row, col),) = self.check_cells([cell])
         with self._safe():
             self.selector.select_cell(row, col)
-            return self._conductance(self.smu.read_current(self.limits.read_voltage_v))
+            reading = self.smu.read_current(self.limits.read_voltage_v)
+        return float(self._conductances(np.array([[row, col]]), np.array([reading.current_a]))[0])
 
     def read_row(self, row: int) -> float:
         """Summed conductance of every cell on ``row`` (all columns to the SMU at once), S."""
         self.check_cells([(row, 0)])
         with self._safe():
             self.selector.select_row(row)
-            return self._conductance(self.smu.read_current(self.limits.read_voltage_v))
+            reading = self.smu.read_current(self.limits.read_voltage_v)
+        return float(self._conductances(None, np.array([reading.current_a]))[0])
 
     def read_reference(self, number: int) -> Reading:
         """One reading of on-board reference resistor ``number`` (1-4) at the read voltage."""
@@ -185,7 +203,7 @@ class CrossbarRig:
                 for k, reading in enumerate(readings):
                     current[start + k] = reading.current_a
                     limited[start + k] = reading.compliance
-        conductance = current / self.limits.read_voltage_v if read else np.full(n, np.nan)
+        conductance = self._conductances(np.array(checked), current) if read else np.full(n, np.nan)
         return TrainResult(tuple(checked), conductance, current, limited)
 
     def _run(self, cells: list[Cell], plan: VisitPlan) -> list[Reading]:
@@ -249,8 +267,11 @@ class CrossbarRig:
         )
 
     # --- safety ---------------------------------------------------------------------------
-    def _conductance(self, reading: Reading) -> float:
-        return reading.current_a / self.limits.read_voltage_v
+    def _conductances(self, cells: np.ndarray | None, current_a: np.ndarray) -> np.ndarray:
+        read_v = self.limits.read_voltage_v
+        if self.read_correction is None:
+            return current_a / read_v
+        return np.asarray(self.read_correction.conductance(cells, current_a, read_v), dtype=float)
 
     @contextmanager
     def _safe(self) -> Iterator[None]:

@@ -12,12 +12,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drivers.errors import InstrumentReportedError, MalformedReply, OutOfRangeError
-from drivers.scpi import Control, SCPIInstrument, parse_error, parse_int
+from drivers.scpi import Control, SCPIInstrument, parse_error, parse_float, parse_int
 from drivers.transport import Transport
 
 SCAN_PAIRS_PER_MESSAGE = 256
 REFERENCES = 4
 BIAS_SCHEMES = ("ground", "float", "v/2", "v/3")
+
+
+@dataclass(frozen=True)
+class ReferenceCertificate:
+    """The calibration certificate of the board's standard reference resistor."""
+
+    number: int
+    """Which reference (1-4) is the standard."""
+    value_ohm: float
+    """Certified value, ohm."""
+    uncertainty_ohm: float
+    """Standard uncertainty (k = 1) of the certified value, ohm."""
+    date: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,52 @@ class CrossbarSelector(SCPIInstrument):
     def reference_nominals(self) -> list[float]:
         """Nominal values of the reference resistors 1-4, ohm."""
         return [float(v) for v in self.query(":ROUT:REF:CAT?").split(",")]
+
+    def reference_certificate(self) -> ReferenceCertificate:
+        """Which reference is the board's certified standard, its certified value and
+        standard uncertainty (ohm) and the certificate's date (``:ROUT:REF:CERT?``)."""
+        command = ":ROUT:REF:CERT?"
+        reply = self.query(command)
+        parts = [p.strip() for p in reply.split(",")]
+        if len(parts) != 4:
+            raise MalformedReply(
+                "expected number,ohm,uncertainty,date", reply=reply, command=command
+            )
+        number = parse_int(parts[0], command, self.address)
+        value, u = (parse_float(p, command, self.address) for p in parts[1:3])
+        if not 1 <= number <= REFERENCES or not value > 0 or not u > 0:
+            raise MalformedReply("not a usable certificate", reply=reply, command=command)
+        return ReferenceCertificate(number, value, u, parts[3])
+
+    def connect_line(self, kind: str, number: int) -> None:
+        """Line test: SMU HI to the driver end of row (``kind`` "row") or column ``number``,
+        LO to that line's far-end pad; the cells are not in the path."""
+        if kind not in ("row", "col"):
+            raise OutOfRangeError(f"line kind {kind!r} is not 'row' or 'col'; nothing was sent")
+        if kind == "row":
+            self.check_cell(number, 0)
+            self.write(f":ROUT:LINE ROW,{number}")
+        else:
+            self.check_cell(0, number)
+            self.write(f":ROUT:LINE COL,{number}")
+
+    def select_cell_far(self, row: int, col: int, end: str) -> None:
+        """Cell ``(row, col)`` with its row (``end`` "row") or column (``end`` "col") reached
+        from the line's far-end pad instead of its driver end (1T1R arrays only)."""
+        if end not in ("row", "col"):
+            raise OutOfRangeError(f"far end {end!r} is not 'row' or 'col'; nothing was sent")
+        row, col = self.check_cell(row, col)
+        self.write(f":ROUT:CELL:FAR {'ROW' if end == 'row' else 'COL'},{row},{col}")
+
+    def temperature_c(self) -> float | None:
+        """Board temperature near the references, °C; None when the board has no sensor
+        (it answers -113)."""
+        try:
+            return parse_float(self.query(":SYST:TEMP?"), ":SYST:TEMP?", self.address)
+        except InstrumentReportedError as exc:
+            if exc.code == -113:
+                return None
+            raise
 
     def ground_all(self) -> None:
         """Disconnect the SMU, ground every line, stop any scan: the safe state."""

@@ -221,6 +221,8 @@ class FrontEnd:
     Each channel has a mode (current or voltage clamp), a holding level and a true
     gain and offset that differ from the nominal ones (seeded: gain within ±5 %,
     offsets of a few hundred µV / tens of pA). ``volts = code * gain + offset``.
+    A seeded ``fault_fraction`` of the amplifiers is broken: their output is stuck at
+    one code whatever the input (half of them at a rail), which calibration must find.
     """
 
     def __init__(
@@ -231,6 +233,7 @@ class FrontEnd:
         gain_spread: float = 0.02,
         offset_sd_v: float = 300e-6,
         offset_sd_a: float = 30e-12,
+        fault_fraction: float = 0.001,
     ) -> None:
         rng = np.random.default_rng([seed, 0xCAEA])
         self.n_channels = n_channels
@@ -251,6 +254,19 @@ class FrontEnd:
             ]
         )
         """(2, C) true input offset per mode: V (current clamp), A (voltage clamp)."""
+        if not 0 <= fault_fraction <= 1:
+            raise ValueError(f"fault_fraction must be in [0, 1], got {fault_fraction}")
+        faults = np.random.default_rng([seed, 0xBAD0])
+        broken = faults.choice(n_channels, size=round(fault_fraction * n_channels), replace=False)
+        self.amplifier_fault = np.zeros(n_channels, dtype=bool)
+        """(C,) amplifiers whose output is stuck (hidden truth)."""
+        self.amplifier_fault[broken] = True
+        self._fault_idx = np.sort(broken)
+        stuck = faults.integers(-20000, 20000, self._fault_idx.size)
+        railed = faults.random(self._fault_idx.size) < 0.5
+        self._fault_codes = np.where(
+            railed, np.where(stuck < 0, -CODE_MAX, CODE_MAX), stuck
+        ).astype(np.int16)
         self.modes = np.zeros(n_channels, dtype=np.uint8)
         self.levels = np.zeros(n_channels)
         self.gain_setting = 1
@@ -314,7 +330,10 @@ class FrontEnd:
         np.rint(x, out=x)
         np.clip(x, -CODE_MAX, CODE_MAX, out=x)
         np.nan_to_num(x, copy=False, nan=0.0)
-        return x.astype(np.int16)
+        codes = x.astype(np.int16)
+        if self._fault_idx.size:
+            codes[:, self._fault_idx] = self._fault_codes
+        return codes
 
 
 class CneaBoardDevice(ScpiDevice):
@@ -330,12 +349,15 @@ class CneaBoardDevice(ScpiDevice):
         rate: float = 1.0,
         samples_per_frame: int = DEFAULT_SAMPLES_PER_FRAME,
         keep_samples: bool = False,
+        amplifier_fault_fraction: float = 0.001,
     ) -> None:
         super().__init__()
         self.identity = ("brainpaste", "CNEA-4096", f"EMU{seed:05d}", "1.0")
         self.source = source
         self.digital = isinstance(source, DigitalSource)
-        self.front_end = FrontEnd(source.n_channels, seed)
+        self.front_end = FrontEnd(source.n_channels, seed, fault_fraction=amplifier_fault_fraction)
+        self.temperature_c = 36.5 + float(np.random.default_rng([seed, 0x7E4]).uniform(0.0, 1.0))
+        """Chip temperature (the culture's incubator), °C."""
         self.default_samples_per_frame = samples_per_frame
         self.rate = rate
         """Emulation speed: multiple of real time; ``math.inf`` = as fast as the host reads."""
@@ -644,6 +666,10 @@ class CneaBoardDevice(ScpiDevice):
     def get_cal_resistance(self, call: Call) -> str:
         return fmt(CAL_RESISTANCE_OHM)
 
+    @scpi(":SYSTem:TEMPerature?")
+    def get_temperature(self, call: Call) -> str:
+        return fmt(self.temperature_c)
+
     # --- the array -------------------------------------------------------------------------
     @scpi(":ARRay:ROWS?")
     def get_rows(self, call: Call) -> str:
@@ -664,6 +690,7 @@ class CneaBoardDevice(ScpiDevice):
         if not self.digital:  # the front end is bypassed in playback
             arrays["board_gain_factor"] = self.front_end.gain_factor
             arrays["board_offset"] = self.front_end.true_offset
+            arrays["board_amplifier_fault"] = self.front_end.amplifier_fault
         attrs = dict(self.source.truth_attrs())
         attrs["board_seed_identity"] = ",".join(self.identity)
         arrays["attrs_json"] = np.array(json.dumps(attrs, default=_json_default))
@@ -905,6 +932,7 @@ class CneaBoardEmulator:
         samples_per_frame: int = DEFAULT_SAMPLES_PER_FRAME,
         keep_samples: bool = False,
         fifo_s: float = 1.0,
+        amplifier_fault_fraction: float = 0.001,
         host: str = LOOPBACK,
         control_port: int = 0,
         data_port: int = 0,
@@ -916,6 +944,7 @@ class CneaBoardEmulator:
             rate=rate,
             samples_per_frame=samples_per_frame,
             keep_samples=keep_samples,
+            amplifier_fault_fraction=amplifier_fault_fraction,
         )
         self.control = TcpLineServer(self.device, host=host, port=control_port, name=f"{name}-ctl")
         try:
@@ -950,7 +979,15 @@ class CneaBoardEmulator:
         self.stop()
 
 
-BOARD_OPTIONS = ("source", "playback_file", "rate", "samples_per_frame", "keep_samples", "fifo_s")
+BOARD_OPTIONS = (
+    "source",
+    "playback_file",
+    "rate",
+    "samples_per_frame",
+    "keep_samples",
+    "fifo_s",
+    "amplifier_fault_fraction",
+)
 """Keys of ``lab.settings.options["cnea"]`` the board takes; every other key overrides a
 ``CultureParams`` field of the emulated culture."""
 
@@ -993,8 +1030,9 @@ def build_cnea(lab: Any) -> None:
 
     Options (``lab.settings.options["cnea"]``): ``source`` ("culture" or "playback"),
     ``playback_file``, ``rate`` (multiple of real time; "max" for as fast as the host
-    reads), ``samples_per_frame``, ``keep_samples``, ``fifo_s``, and any ``CultureParams``
-    field. Seeded from ``lab.settings.seed``.
+    reads), ``samples_per_frame``, ``keep_samples``, ``fifo_s``,
+    ``amplifier_fault_fraction`` (broken amplifiers, 0.1 % by default), and any
+    ``CultureParams`` field. Seeded from ``lab.settings.seed``.
     """
     from hil_sim.lab import EmulatedInstrument
 
@@ -1008,6 +1046,7 @@ def build_cnea(lab: Any) -> None:
         samples_per_frame=int(options.get("samples_per_frame", DEFAULT_SAMPLES_PER_FRAME)),
         keep_samples=bool(options.get("keep_samples", False)),
         fifo_s=float(options.get("fifo_s", 1.0)),
+        amplifier_fault_fraction=float(options.get("amplifier_fault_fraction", 0.001)),
     )
     lab.on_stop(emulator.stop)
     lab.add(

@@ -56,13 +56,18 @@ class Route:
     """What the selector board connects the SMU to.
 
     ``kind`` "open": nothing; "cell": row ``row`` to HI and column ``col`` to LO;
-    "row": row ``row`` to HI and every column to LO (their currents add).
+    "row": row ``row`` to HI and every column to LO (their currents add); "line": a line
+    test — HI at the driver end of row ``row`` (or, with ``row`` -1, of column ``col``), LO
+    at that line's far-end test pad (calibration of line and contact resistance).
+    ``end`` of a cell route: "near" (both lines from their driver ends), "row_far" (the
+    row reached from its far-end pad) or "col_far" (the column from its far-end pad).
     """
 
-    kind: Literal["open", "cell", "row"] = "open"
+    kind: Literal["open", "cell", "row", "line"] = "open"
     row: int = -1
     col: int = -1
     bias: Bias = "ground"
+    end: Literal["near", "row_far", "col_far"] = "near"
 
 
 class CrossbarArray:
@@ -112,6 +117,18 @@ class CrossbarArray:
             + self.access_resistance_ohm
         )
         """Resistance in series with each cell of a 1T1R array (contacts, lines, access), ohm."""
+        self._r_series_far = {
+            "row_far": self._r_series
+            - self.rc_row[:, None]
+            - line_resistance_ohm * (j + 1)
+            + line_resistance_ohm * (self.cols - 1 - j),
+            "col_far": self._r_series
+            - self.rc_col[None, :]
+            - line_resistance_ohm * (self.rows - i)
+            + line_resistance_ohm * i,
+        }
+        """The same with the row (or column) reached from its far-end test pad (no contact
+        there: the test board bonds the far ends straight to its test switches), ohm."""
         self.pulses_applied = 0
         self._network = _PassiveNetwork(self) if architecture == "passive" else None
 
@@ -130,12 +147,28 @@ class CrossbarArray:
         """Raise ValueError when ``route`` names a line that does not exist."""
         if route.kind == "open":
             return
+        if route.kind == "line":
+            if route.row >= 0 and route.row >= self.rows:
+                raise ValueError(f"row {route.row} outside 0..{self.rows - 1}")
+            if route.row < 0 and not 0 <= route.col < self.cols:
+                raise ValueError(f"column {route.col} outside 0..{self.cols - 1}")
+            return
+        if route.end != "near" and (route.kind != "cell" or self._network is not None):
+            raise ValueError("far-end reads are of single cells of a 1T1R array")
         if not 0 <= route.row < self.rows:
             raise ValueError(f"row {route.row} outside 0..{self.rows - 1}")
         if route.kind == "cell" and not 0 <= route.col < self.cols:
             raise ValueError(f"column {route.col} outside 0..{self.cols - 1}")
         if route.bias != "float" and route.bias not in BIAS_FRACTIONS:
             raise ValueError(f"unknown bias {route.bias!r}")
+
+    def line_resistance(self, route: Route) -> float:
+        """Resistance of a line test: the line's driver-end contact and its whole length to
+        the far-end pad, ohm (the cells on it are in parallel only through several devices
+        in series, tens of kilohms against tens of ohms: left out)."""
+        if route.row >= 0:
+            return float(self.rc_row[route.row] + self.line_resistance_ohm * self.cols)
+        return float(self.rc_col[route.col] + self.line_resistance_ohm * self.rows)
 
     # --- what the instruments do --------------------------------------------------------
     def current(self, route: Route, v: float) -> float:
@@ -144,6 +177,8 @@ class CrossbarArray:
             self.check_route(route)
             if route.kind == "open" or v == 0.0:
                 return 0.0
+            if route.kind == "line":
+                return v / self.line_resistance(route)
             t = self.clock()
             if self.devices.gate_pulse(v):
                 cols = slice(None) if route.kind == "row" else slice(route.col, route.col + 1)
@@ -158,7 +193,7 @@ class CrossbarArray:
         """One read: :meth:`current` plus the selected cells' read noise, A."""
         with self.lock:
             self.check_route(route)
-            if route.kind == "open" or v == 0.0 or self.devices.gate_pulse(v):
+            if route.kind in ("open", "line") or v == 0.0 or self.devices.gate_pulse(v):
                 return self.current(route, v)
             t = self.clock()
             index = self._index(route)
@@ -180,7 +215,7 @@ class CrossbarArray:
         """
         with self.lock:
             i = self.current(route, v)
-            if route.kind == "open" or v == 0.0 or width_s <= 0:
+            if route.kind in ("open", "line") or v == 0.0 or width_s <= 0:
                 return i
             neg, pos = self.devices.thresholds_v()
             if neg < v < pos and not self.devices.gate_pulse(v):
@@ -199,7 +234,7 @@ class CrossbarArray:
         with self.lock:
             self.check_route(route)
             out = np.zeros((self.rows, self.cols))
-            if route.kind == "open" or v == 0.0:
+            if route.kind in ("open", "line") or v == 0.0:
                 return out
             t = self.clock()
             cols = slice(None) if route.kind == "row" else slice(route.col, route.col + 1)
@@ -210,7 +245,7 @@ class CrossbarArray:
                 return self._network.solve_route(route, v, t)[1]
             index = self._index(route)
             g = self.devices.conductance(t, index)
-            out[index] = v / (1.0 + g * self._r_series[index])
+            out[index] = v / (1.0 + g * self._series(route)[index])
             return out
 
     # --- physical imprinting (issue 6) ------------------------------------------------------
@@ -276,7 +311,11 @@ class CrossbarArray:
         """Currents of the routed cells of a 1T1R array (each in series with its resistance), A."""
         index = self._index(route)
         g = self.devices.conductance(t, index)
-        return v * g / (1.0 + g * self._r_series[index])
+        return v * g / (1.0 + g * self._series(route)[index])
+
+    def _series(self, route: Route) -> np.ndarray:
+        """The series resistance of every cell for the route's ends, ohm."""
+        return self._r_series if route.end == "near" else self._r_series_far[route.end]
 
 
 class _PassiveNetwork:

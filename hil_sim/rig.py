@@ -37,6 +37,11 @@ SMU_MODELS: dict[str, type[Keithley2450Device] | type[KeysightB2900Device]] = {
     "keysight_b2900": KeysightB2900Device,
 }
 """SMU model name (= its driver's name in the lab configuration) → emulator."""
+SMU_SERIALS: dict[str, Callable[[int], str]] = {
+    "keithley2450": lambda seed: f"045{12344 + seed:05d}",
+    "keysight_b2900": lambda seed: f"MY5114{122 + seed:04d}",
+}
+"""Serial number of the emulated SMU of a rig seeded ``seed`` (seed 1: the model's default)."""
 TRIGGER_OUT_LINE = 1
 READY_IN_LINE = 2
 
@@ -111,8 +116,10 @@ class EmulatedRig:
             rng=rng_xbar,
             clock=clock,
         )
+        # serial numbers follow the seed (seed 1 keeps the models' defaults): every emulated
+        # instrument is a different instrument, and calibration records are kept per serial
         self.selector = SelectorDevice(
-            self.crossbar, rng=rng_sel, settle_s=options.selector_settle_s
+            self.crossbar, rng=rng_sel, settle_s=options.selector_settle_s, serial=f"SEL{seed:04d}"
         )
         timing = Timing(
             settle_s=options.settle_s,
@@ -121,7 +128,11 @@ class EmulatedRig:
             reading_time_s=options.reading_time_s,
         )
         self.smu = SMU_MODELS[options.smu_model](
-            load=self.selector, rng=rng_smu, errors=HiddenErrors.draw(rng_err), timing=timing
+            load=self.selector,
+            rng=rng_smu,
+            errors=HiddenErrors.draw(rng_err),
+            timing=timing,
+            serial=SMU_SERIALS[options.smu_model](seed),
         )
         # the trigger link: SMU trigger-out → selector; selector ready → SMU trigger-in
         self.smu.lines.wire_output(TRIGGER_OUT_LINE, self.selector.trigger_in)

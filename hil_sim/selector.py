@@ -14,6 +14,7 @@ pulses ready after the switches settle; past the last entry all lines go to grou
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 REFERENCE_NOMINAL_OHM = (1e3, 10e3, 100e3, 1e6)
 """Nominal values of the on-board reference resistors 1..4, ohm."""
+STANDARD_REFERENCE = 2
+"""The reference that is a certified standard resistor (10 kΩ)."""
+CERTIFICATE_RELATIVE_U = 1e-5
+"""Standard uncertainty of the standard's certificate, relative (10 ppm)."""
+CERTIFICATE_DATE = "2026-01-15"
 SCAN_PAIRS_PER_MESSAGE = 256
 SCAN_MAX = 65_536
 BIAS_TOKENS = {"GROUND": "ground", "FLOAT": "float", "HALF": "half", "THIRD": "third"}
@@ -55,6 +61,12 @@ class SelectorDevice(ScpiDevice):
             1.0 + rng.uniform(-0.005, 0.005, len(REFERENCE_NOMINAL_OHM))
         )
         """True values of the reference resistors (hidden; +/- 0.5 % of nominal)."""
+        true_standard = self.reference_ohm[STANDARD_REFERENCE - 1]
+        self.certified_ohm = true_standard * (1.0 + CERTIFICATE_RELATIVE_U * rng.standard_normal())
+        """What the standard's calibration certificate says (within its uncertainty of the
+        hidden true value)."""
+        self.temperature_c = 22.5 + float(rng.uniform(0.0, 1.5))
+        """Board temperature near the references, °C."""
         self.ready_out: Callable[[float], None] | None = None
         """The ready line (wired to an SMU trigger input); called with the settling delay."""
         self.triggers_received = 0
@@ -141,7 +153,7 @@ class SelectorDevice(ScpiDevice):
         with self._route_lock:
             self.bias = bias
             if self.route.kind != "open":
-                self.route = Route(self.route.kind, self.route.row, self.route.col, bias)
+                self.route = dataclasses.replace(self.route, bias=bias)
 
     @scpi(":ROUTe:BIAS?")
     def get_bias(self, call: Call) -> str:
@@ -162,16 +174,53 @@ class SelectorDevice(ScpiDevice):
     def reference_catalog(self, call: Call) -> str:
         return ",".join(f"{r:.0f}" for r in REFERENCE_NOMINAL_OHM)
 
+    @scpi(":ROUTe:REFerence:CERTificate?")
+    def reference_certificate(self, call: Call) -> str:
+        u = CERTIFICATE_RELATIVE_U * REFERENCE_NOMINAL_OHM[STANDARD_REFERENCE - 1]
+        return f"{STANDARD_REFERENCE},{self.certified_ohm:.9g},{u:.3g},{CERTIFICATE_DATE}"
+
+    @scpi(":ROUTe:LINE")
+    def select_line(self, call: Call) -> None:
+        call.expect(2)
+        which = call.choice(0, ["ROW", "COLumn"])
+        if which == "ROW":
+            route = Route("line", self._check_row(call, 1), -1, self.bias)
+        else:
+            route = Route("line", -1, self._check_col(call, 1), self.bias)
+        self._idle_scan_required()
+        self._connect(route)
+
+    @scpi(":ROUTe:CELL:FAR")
+    def select_cell_far(self, call: Call) -> None:
+        call.expect(3)
+        end = "row_far" if call.choice(0, ["ROW", "COLumn"]) == "ROW" else "col_far"
+        row, col = self._check_row(call, 1), self._check_col(call, 2)
+        self._idle_scan_required()
+        if self.crossbar.architecture != "1t1r":
+            raise ScpiError(-221, "far-end reads need a 1T1R array")
+        self._connect(Route("cell", row, col, self.bias, end))
+
     @scpi(":ROUTe:STATe?")
     def state(self, call: Call) -> str:
         with self._route_lock:
+            route = self.route
             if self.reference:
                 return f"REF,{self.reference}"
-            if self.route.kind == "cell":
-                return f"CELL,{self.route.row},{self.route.col}"
-            if self.route.kind == "row":
-                return f"ROW,{self.route.row}"
+            if route.kind == "cell" and route.end != "near":
+                return (
+                    f"CELL,{route.row},{route.col},{'RFAR' if route.end == 'row_far' else 'CFAR'}"
+                )
+            if route.kind == "cell":
+                return f"CELL,{route.row},{route.col}"
+            if route.kind == "row":
+                return f"ROW,{route.row}"
+            if route.kind == "line":
+                return f"LINE,ROW,{route.row}" if route.row >= 0 else f"LINE,COL,{route.col}"
             return "OPEN"
+
+    @scpi(":SYSTem:TEMPerature?")
+    def temperature(self, call: Call) -> str:
+        return f"{self.temperature_c:.2f}"
 
     @scpi(":ROUTe:SETTle?")
     def settle(self, call: Call) -> str:
