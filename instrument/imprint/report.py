@@ -15,7 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import LogNorm
 
+from instrument.imprint.journal import SKIPPED
 from instrument.imprint.mapping import ROLE_PARTNER, ROLE_SYNAPSE
 
 US = 1e6
@@ -39,9 +41,13 @@ def write_plots(
         ]
     )
     programmed = (rows["role"] == ROLE_SYNAPSE) | (rows["role"] == ROLE_PARTNER)
-    t, m = rows["target_s"][programmed] * US, g[programmed] * US
+    stuck = rows["state"] == SKIPPED
+    t, m = rows["target_s"][programmed & ~stuck] * US, g[programmed & ~stuck] * US
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(t, m, ".", ms=3, alpha=0.6)
+    ax[0].plot(t, m, ".", ms=3, alpha=0.6, label="synapse and pair cells")
+    if (programmed & stuck).any():
+        ax[0].plot(rows["target_s"][programmed & stuck] * US, g[programmed & stuck] * US, "rx",
+                   ms=4, label="stuck (not programmable)")  # fmt: skip
     lim = [0, max(float(np.nanmax(t, initial=0)), float(np.nanmax(m, initial=0))) * 1.05 or 1]
     ax[0].plot(lim, lim, "k-", lw=0.8)
     ax[0].fill_between(lim, np.array(lim) - tolerance_s * US, np.array(lim) + tolerance_s * US,
@@ -51,10 +57,12 @@ def write_plots(
     )
     ax[0].legend(loc="upper left")
     err = m - t
-    ax[1].hist(err, bins=60, color="C0")
+    span = 6 * tolerance_s * US
+    ax[1].hist(np.clip(err, -span, span), bins=60, range=(-span, span), color="C0")
     for x in (-tolerance_s * US, tolerance_s * US):
         ax[1].axvline(x, color="C3", lw=1)
-    ax[1].set(xlabel="read - target (µS)", ylabel="cells", title="error (programmed cells)")
+    ax[1].set(xlabel="read - target (µS, clipped at ±6 tolerances)", ylabel="cells",
+              title="error (programmable synapse and pair cells)")  # fmt: skip
     fig.suptitle(title)
     fig.tight_layout()
     path = out_dir / "imprint_target_vs_read.png"
@@ -67,12 +75,14 @@ def write_plots(
                              squeeze=False)  # fmt: skip
     for k, final in enumerate(finals):
         a = axes[k // cols][k % cols]
-        im = a.imshow(final * US, cmap="viridis", interpolation="nearest")
+        shown = np.clip(final * US, 1e-3, None)
+        norm = LogNorm(vmin=float(np.nanmin(shown)), vmax=float(np.nanmax(shown)))
+        im = a.imshow(shown, cmap="viridis", interpolation="nearest", aspect="auto", norm=norm)
         if status is not None:
             rr, cc = np.nonzero(status[k])
             a.plot(cc, rr, "rx", ms=3, label="stuck")
-        a.set(title=f"tile {k}: final read", xlabel="column", ylabel="row")
-        fig.colorbar(im, ax=a, label="µS", shrink=0.8)
+        a.set(title=f"tile {k}: final read (x stuck)", xlabel="column", ylabel="row")
+        fig.colorbar(im, ax=a, label="µS (log)", shrink=0.8)
     for k in range(n, axes.size):
         axes.flat[k].axis("off")
     fig.tight_layout()

@@ -71,6 +71,11 @@ def test_rram_map_imprints_within_tolerance_on_two_rigs_at_once(tmp_path):
         assert np.isfinite(g["final_read_s"][()]).all()
     report = read_report(path)
     assert report is not None and report["summary"]["within"] == s["within"]
+    from instrument.imprint.report import summary_text, write_plots
+
+    plots = write_plots(tmp_path / "report", rows, result.final_read_s, s["tolerance_s"], "t")
+    assert all(p.stat().st_size > 10_000 for p in plots)
+    assert "within tolerance at the final read" in summary_text(s, result.tiles)
     # a second run refuses to overwrite the imprint
     with pytest.raises(JournalError, match="--resume"):
         run_imprint(config, path, "rram", cmap=cmap, progress=False)
