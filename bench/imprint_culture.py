@@ -132,8 +132,12 @@ def run_technology(
     (out / technology / "imprint_report.txt").write_text(text + "\n")
     print(text, file=sys.stderr)
     s = result.summary
-    functional = np.mean([t["functional"]["relative_rms_error"] for t in result.tiles])
-    return {"technology": technology, "tiles": tiles, **s, "functional": functional, "wall": wall}
+    functional = np.mean([t["functional"]["rms_error_full_scale"] for t in result.tiles])
+    clean = np.mean(
+        [t["functional"]["without_stuck_rows"]["rms_error_full_scale"] for t in result.tiles]
+    )
+    return {"technology": technology, "tiles": tiles, **s, "functional": functional,
+            "clean": clean, "wall": wall}  # fmt: skip
 
 
 def main() -> int:
@@ -180,8 +184,8 @@ def main() -> int:
           f"{args.duration:g} s): {cmap.n_units} units, {cmap.n_synapses} synapses; arrays "
           f"{args.rows}x{args.cols}, 1T1R, 1 % stuck cells\n")  # fmt: skip
     header = (f"{'technology':<10} {'tiles':>5} {'cells':>6} {'yield %':>8} {'syn/pair %':>10} "
-              f"{'median err':>11} {'pulses/cell':>11} {'trips/cell':>10} {'MVM err %':>9} "
-              f"{'wall s':>7}")  # fmt: skip
+              f"{'median err':>11} {'pulses/cell':>11} {'trips/cell':>10} {'MVM %FS':>8} "
+              f"{'w/o stuck':>9} {'wall s':>7}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -190,10 +194,14 @@ def main() -> int:
             f"{r['technology']:<10} {r['tiles']:>5} {r['cells']:>6} "
             f"{100 * r['yield_programmable']:>8.2f} {syn:>10.2f} "
             f"{r['median_error_s'] / r['tolerance_s']:>8.2f} tol {r['pulses_per_cell']:>11.2f} "
-            f"{r['round_trips_per_cell']:>10.2f} {100 * r['functional']:>9.2f} {r['wall']:>7.1f}"
+            f"{r['round_trips_per_cell']:>10.2f} {100 * r['functional']:>8.2f} "
+            f"{100 * r['clean']:>9.2f} {r['wall']:>7.1f}"
         )
     if physical is not None:
         print("\n" + physical["text"])
+    print("\nyield: programmable (not stuck) cells within tolerance at the final read; syn/pair:")
+    print("the synapse and pair cells among them; MVM %FS: RMS error of the weight x input check")
+    print("(line driver) over full scale, and without the rows that hold stuck cells.")
     print(f"\nreports and plots: {out}/<technology>/")
     return 0
 

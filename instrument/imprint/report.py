@@ -114,11 +114,12 @@ def summary_text(summary: dict[str, Any], tiles: list[dict[str, Any]]) -> str:
         f = t["functional"]
         lines.append(
             f"  tile {t['tile']} ({t['array']}): yield {100 * t['yield_programmable']:.2f} %, "
-            f"functional check ({f['source']}): relative error "
-            f"{100 * f['relative_rms_error']:.2f} %, correlation {f['correlation']:.4f}"
+            f"functional check ({f['source']}): error {100 * f['rms_error_full_scale']:.2f} % "
+            f"of full scale ({100 * f['relative_rms_error']:.1f} % of the ideal's RMS), "
+            f"correlation {f['correlation']:.4f}"
             + (
                 f"; without the {c['rows_left_out']} rows holding stuck cells "
-                f"{100 * c['relative_rms_error']:.2f} %, {c['correlation']:.4f}"
+                f"{100 * c['rms_error_full_scale']:.2f} % of full scale, {c['correlation']:.4f}"
                 if (c := f.get("without_stuck_rows")) and c["rows_left_out"]
                 else ""
             )

@@ -512,6 +512,7 @@ def _report(
         functional["without_stuck_rows"] = {
             "rows_left_out": int(stuck_rows.size),
             "relative_rms_error": clean["relative_rms_error"],
+            "rms_error_full_scale": clean["rms_error_full_scale"],
             "correlation": clean["correlation"],
         }
         c = counters[k]

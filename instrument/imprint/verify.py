@@ -106,6 +106,8 @@ def functional_check(
 
     The ideal is ``intended_s`` per row (the quantized weight's conductances, before any
     pair compensation moved a cell to make up for its stuck partner), else the targets.
+    Errors: RMS relative to the ideal's RMS (large for a sparse tile whose ideal is mostly
+    zero), and RMS relative to full scale (every driven input on a full-window weight).
     """
     n_rows, n_cols = shape
     target = np.zeros(shape)
@@ -116,7 +118,7 @@ def functional_check(
         active_rows = np.setdiff1d(active_rows, skip_rows)
     if not active_rows.size:
         return {"vectors": 0, "relative_rms_error": float("nan"), "correlation": float("nan"),
-                "gain": float("nan")}  # fmt: skip
+                "gain": float("nan"), "rms_error_full_scale": float("nan")}  # fmt: skip
     posts = np.unique(rows["post"])
     sign = np.zeros(n_cols)
     post_of = np.full(n_cols, -1, dtype=np.int64)
@@ -136,10 +138,13 @@ def functional_check(
         ideal.append((row_v @ target) @ combine)
     m, i = np.concatenate(measured), np.concatenate(ideal)
     norm = float(np.linalg.norm(i)) or 1.0
+    span = float(np.nanmax(ideal_s) - np.nanmin(ideal_s)) or 1.0
+    full_scale = span * read_voltage_v * density * active_rows.size
     corr = float(np.corrcoef(m, i)[0, 1]) if m.size > 1 and np.std(i) > 0 else float("nan")
     return {
         "vectors": vectors,
         "relative_rms_error": float(np.linalg.norm(m - i) / norm),
+        "rms_error_full_scale": float(np.sqrt(np.mean((m - i) ** 2)) / full_scale),
         "correlation": corr,
         "gain": float(np.dot(m, i) / np.dot(i, i)) if np.dot(i, i) > 0 else float("nan"),
     }
