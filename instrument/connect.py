@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from drivers.errors import DriverError
 from instrument.config import ConfigError, InstrumentConfig, LabConfig
 
 DRIVERS: dict[str, str] = {
@@ -39,3 +40,21 @@ def open_instrument(config: LabConfig, name: str, **options: Any) -> Any:
     if not inst.resource.upper().startswith(("TCPIP", "GPIB", "USB", "VXI", "PXI")):
         kwargs["baud_rate"] = inst.baud_rate
     return cls.open(inst.resource, **kwargs, **options)
+
+
+def identify_all(config: LabConfig) -> dict[str, tuple[bool, str]]:
+    """Open every configured instrument with its driver and ask ``*IDN?``.
+
+    name → (answered, identity or the error's type and message).
+    """
+    results: dict[str, tuple[bool, str]] = {}
+    for name in config.instruments:
+        try:
+            driver = open_instrument(config, name)
+            try:
+                results[name] = (True, str(driver.identify()))
+            finally:
+                driver.close()
+        except (DriverError, ConfigError, ValueError, OSError) as exc:
+            results[name] = (False, f"{type(exc).__name__}: {exc}")
+    return results

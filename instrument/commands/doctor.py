@@ -11,10 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import pyvisa.highlevel
 
-from drivers.errors import DriverError
-from drivers.scpi import SCPIInstrument
 from drivers.transport import resource_manager
 from instrument.config import ConfigError, LabConfig, load
+from instrument.connect import identify_all
 from instrument.embedded_lab import embedded_lab
 
 PACKAGES = (
@@ -47,21 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _identify(name: str, driver: str, resource: str, timeout_s: float) -> tuple[bool, str]:
-    try:
-        with SCPIInstrument.open(resource, timeout_s=timeout_s) as inst:
-            return True, str(inst.identify())
-    except (DriverError, ValueError) as exc:
-        return False, f"{type(exc).__name__}: {exc}"
-
-
 def _check_instruments(config: LabConfig, title: str) -> int:
     failures = 0
     print(f"\n{title}:")
     if not config.instruments:
         print("  (no instruments configured)")
+    results = identify_all(config)
     for name, inst in config.instruments.items():
-        ok, text = _identify(name, inst.driver, inst.resource, min(inst.timeout_s, 3.0))
+        ok, text = results[name]
         failures += not ok
         print(f"  {'ok  ' if ok else 'FAIL'} {name:<10} {inst.driver:<18} {inst.resource}")
         print(f"       {text}")
