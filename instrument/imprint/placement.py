@@ -165,6 +165,9 @@ def compensate_pairs(tile: Tile, char: Characterization, window: Window) -> tupl
             continue
         d = tile.target_s[r, c] - tile.target_s[r, pc]
         wanted = np.clip(char.final_s[r, c] - d, window.g_min_s, window.g_max_s)
+        if window.level_s is not None:  # a discrete device holds its levels only
+            levels = np.asarray(window.level_s)
+            wanted = levels[np.argmin(np.abs(levels - wanted))]
         if abs(wanted - target[r, pc]) <= 0:
             continue
         target[r, pc] = wanted
