@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from gui.array_map import ArrayMap
 from gui.connection_panel import ConnectionPanel
+from gui.connectivity_view import ConnectivityView
 from gui.imprint_view import ImprintView
 from gui.live_feed import LiveFeed, LiveFrame
 from gui.log_panel import LogPanel
@@ -27,12 +29,19 @@ from gui.recording_panel import RecordingPanel
 from gui.traces import MAX_LIVE_CHANNELS, LiveTraces, PagedTraces
 from gui.workers import Background
 from instrument.acquisition import AcquisitionSettings, AcquisitionStatus
+from instrument.child_command import ChildCommand, ChildCommandError
 from instrument.envelopes import Envelope, read_envelope, refresh
-from instrument.imprint_control import ImprintControlError, ImprintProcess
+from instrument.imprint_control import ImprintProcess
 from instrument.imprint_progress import ImprintProgress, read_progress
 from instrument.live import Electroporation, LiveLab, grid_shape
 from instrument.recording import Recording, open_recording
 from instrument.session_files import SessionPathError, find_recording
+from instrument.session_results import (
+    SessionConnectivity,
+    SessionSpikes,
+    read_connectivity,
+    read_spikes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,65 +80,100 @@ def default_selection(rows: int, cols: int, n: int = 32) -> np.ndarray:
 
 
 class _FileReader:
-    """One session file open for display reads, used by one worker task at a time; newer
-    requests replace older ones still waiting (only the latest view matters)."""
+    """Every read of the session file, one worker task at a time.
+
+    HDF5 shares one open file among all opens of it in a process, so a handle kept open
+    for the paged view would show other readers a stale file while a child process
+    (extract, imprint) writes it. So: ``read`` jobs reuse one open recording (the newest
+    replaces an older one still waiting: only the latest view matters), and
+    ``exclusive`` jobs — reading what another process wrote — close it first and run in
+    order.
+    """
 
     def __init__(self, background: Background) -> None:
         self.background = background
         self.path: Path | None = None
         self.recording: Recording | None = None
-        self.live = False
         self._busy = False
-        self._next: tuple[Callable[[Recording], Any], Callable[[Any], None]] | None = None
+        self._page: tuple[Callable[[Recording], Any], Callable[[Any], None]] | None = None
+        self._exclusive: deque[tuple[Callable[[], Any], Callable[[Any], None], Any]] = deque()
 
-    def set_path(self, path: Path | None, *, live: bool) -> None:
-        """Read from ``path`` from now on (reopened at the next read)."""
-        self.path, self.live = (Path(path) if path else None), live
-        self._next = None
-        self._run_next(close_first=True)
+    def set_path(self, path: Path | None) -> None:
+        """Read from ``path`` from now on (the file open now is closed first)."""
+        self.path = Path(path) if path else None
+        self._page = None
+        self.exclusive(lambda: None, lambda _: None)
 
     def read(self, fn: Callable[[Recording], Any], on_done: Callable[[Any], None]) -> None:
         """``fn(recording)`` on a worker, then ``on_done(result)`` on the GUI thread."""
-        self._next = (fn, on_done)
+        self._page = (fn, on_done)
         self._run_next()
 
-    def _run_next(self, close_first: bool = False) -> None:
-        if self._busy:
-            if close_first:
-                self._close_pending = True
-            return
-        job, self._next = self._next, None
-        path, close = self.path, close_first or getattr(self, "_close_pending", False)
-        self._close_pending = False
-        if job is None and not close:
-            return
-        fn, on_done = job if job else (None, None)
-        self._busy = True
+    def exclusive(
+        self,
+        fn: Callable[[], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """``fn()`` on a worker with the file closed here, then ``on_done(result)``."""
+        self._exclusive.append((fn, on_done, on_error))
+        self._run_next()
 
-        def work() -> Any:
-            if close and self.recording is not None:
-                self.recording.close()
-                self.recording = None
-            if fn is None or path is None:
-                return None
+    def _run_next(self) -> None:
+        if self._busy:
+            return
+        if self._exclusive:
+            fn, on_done, on_error = self._exclusive.popleft()
+
+            def work() -> Any:
+                self.close()
+                return fn()
+
+            self._submit(work, on_done, on_error)
+            return
+        if self._page is None or self.path is None:
+            return
+        page_fn, on_page = self._page
+        self._page = None
+        path = self.path
+
+        def read() -> Any:
             if self.recording is None:
                 self.recording = open_recording(path)
-            return fn(self.recording)
+            return page_fn(self.recording)
+
+        def failed(exc: BaseException) -> None:
+            log.warning("reading %s: %s: %s", path, type(exc).__name__, exc)
+            self._exclusive.appendleft((lambda: None, lambda _: None, None))  # reopen next time
+
+        self._submit(read, on_page, failed)
+
+    def _submit(
+        self,
+        work: Callable[[], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        self._busy = True
 
         def done(result: Any) -> None:
             self._busy = False
-            if on_done is not None and result is not None:
+            try:
                 on_done(result)
-            self._run_next()
+            finally:
+                self._run_next()
 
         def failed(exc: BaseException) -> None:
             self._busy = False
-            log.warning("reading %s: %s: %s", path, type(exc).__name__, exc)
-            if self.recording is not None:
-                self._close_pending = True
-            self._run_next()
+            try:
+                if on_error is not None:
+                    on_error(exc)
+                else:
+                    log.warning("session file: %s: %s", type(exc).__name__, exc)
+            finally:
+                self._run_next()
 
-        self.background.run(work, on_done=done, on_error=failed, name="read session file")
+        self.background.run(work, on_done=done, on_error=failed, name="session file")
 
     def close(self) -> None:
         if self.recording is not None:
@@ -154,6 +198,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.modes: np.ndarray | None = None
         self.session_path: Path | None = None
         self.imprint: ImprintProcess | None = None
+        self.extraction: ChildCommand | None = None
         self._imprint_busy = False
         self.redraws = 0
         self.force_redraw = False
@@ -177,6 +222,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.set_redraw_rate(redraw_hz)
         self.imprint_timer = QtCore.QTimer(self, interval=int(IMPRINT_POLL_S * 1000))
         self.imprint_timer.timeout.connect(self.poll_imprint)
+        self.extract_timer = QtCore.QTimer(self, interval=500)
+        self.extract_timer.timeout.connect(self._poll_extraction)
         self.access_timer = QtCore.QTimer(self, interval=int(ACCESS_POLL_S * 1000))
         self.access_timer.timeout.connect(self.poll_access)
         self.access_timer.start()
@@ -192,6 +239,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.raster = RasterView()
         self.paged = PagedTraces()
         self.imprint_view = ImprintView()
+        self.connectivity = ConnectivityView()
         self.log_panel = LogPanel()
         self.log_panel.attach("")
 
@@ -206,6 +254,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs = QtWidgets.QTabWidget()
         self.tabs.addTab(live, "Live")
         self.tabs.addTab(self.paged, "All channels")
+        self.tabs.addTab(self.connectivity, "Connectivity")
         self.tabs.addTab(self.imprint_view, "Imprint")
         self.setCentralWidget(self.tabs)
 
@@ -245,6 +294,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.array_map.selection_changed.connect(self._selection_changed)
         self.array_map.electroporate_requested.connect(self.electroporate)
         self.paged.page_requested.connect(self.request_page)
+        self.connectivity.extract_requested.connect(self.start_extraction)
         self.imprint_view.start_requested.connect(self.start_imprint)
         self.imprint_view.pause_requested.connect(self.pause_imprint)
         self.imprint_view.abort_requested.connect(self.abort_imprint)
@@ -431,7 +481,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feed.attach(acq)
             self._recording_shown = True
             self.session_path = acq.path
-            self.reader.set_path(acq.path, live=True)
+            self.reader.set_path(acq.path)
             self.paged.modes = self.modes
             self._update_buttons()
 
@@ -463,9 +513,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if acq is not None and acq.error is not None:
             self.connection.refresh(lab.states())
         if acq is not None:
-            self.reader.set_path(acq.path, live=False)
+            self.reader.set_path(acq.path)
             self.request_page()
             self.poll_imprint()
+            self.load_results()
 
     def _update_buttons(self) -> None:
         lab = self.lab
@@ -482,10 +533,68 @@ class MainWindow(QtWidgets.QMainWindow):
     def open_session(self, path: str | Path) -> None:
         """Show a recorded session (folder, session.h5 or .nwb) in the session views."""
         self.session_path = Path(path)
-        self.reader.set_path(self.session_path, live=False)
+        self.reader.set_path(self.session_path)
         self.request_page()
         self.poll_imprint()
+        self.load_results()
         log.info("session %s opened", path)
+
+    # --- extraction ------------------------------------------------------------------------
+    def load_results(self, note: str = "") -> None:
+        """Read the session's stored spikes and connectivity (on a worker) and show them."""
+        path = self._session_file()
+        self._extract_button()
+        if path is None:
+            return
+
+        def work() -> tuple[SessionConnectivity | None, SessionSpikes | None]:
+            return read_connectivity(path), read_spikes(path)
+
+        def done(result: tuple[SessionConnectivity | None, SessionSpikes | None]) -> None:
+            self.connectivity.show_results(*result, note=note)
+            self._extract_button()
+
+        def failed(exc: BaseException) -> None:
+            self.connectivity.show_results(None, None, f"cannot read the results: {exc}")
+
+        self.reader.exclusive(work, done, failed)
+
+    def _extract_button(self) -> None:
+        busy = self.extraction is not None and self.extraction.running
+        recording = self.lab is not None and self.lab.is_recording
+        ok = self._session_file() is not None and not busy and not recording
+        self.connectivity.extract.setEnabled(ok)
+        self.connectivity.extract.setText("Extracting…" if busy else "Extract connectivity")
+
+    def start_extraction(self) -> None:
+        """Run ``brainpaste extract`` on the open session (a child process)."""
+        path = self._session_file()
+        if path is None:
+            self._error("Extract", RuntimeError("open a recorded session first"))
+            return
+        log_path = path.with_name("extract.log")
+        self.extraction = ChildCommand(["extract", str(path), "--quiet"], log_path)
+        self.extract_timer.start()
+        self._extract_button()
+        self.connectivity.info.setText("extracting… (brainpaste extract, see the log)")
+
+    def _poll_extraction(self) -> None:
+        proc = self.extraction
+        if proc is None:
+            self.extract_timer.stop()
+            return
+        code = proc.returncode
+        if code is None:
+            return
+        self.extract_timer.stop()
+        self.extraction = None
+        tail = proc.output(3000).strip().splitlines()
+        if code == 0:
+            log.info("extraction finished: %s", " | ".join(tail[-8:]))
+            self.load_results("extracted just now")
+        else:
+            log.error("extraction failed (exit %s): %s", code, " | ".join(tail[-4:]))
+            self.load_results(f"extraction failed (exit {code}): see the log")
 
     # --- imprint ---------------------------------------------------------------------------
     def _session_file(self) -> Path | None:
@@ -534,7 +643,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.imprint_view.show_progress(None, f"cannot read the journal: {exc}")
             self._imprint_buttons()
 
-        self.background.run(lambda: read_progress(path), on_done=done, on_error=failed)
+        self.reader.exclusive(lambda: read_progress(path), done, failed)
 
     def _imprint_finished(self, proc: ImprintProcess, code: int) -> str:
         if self.imprint is proc:
@@ -583,7 +692,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         try:
             proc.pause() if pause else proc.proceed()
-        except (ImprintControlError, OSError) as exc:
+        except (ChildCommandError, OSError) as exc:
             self._error("Pause" if pause else "Continue", exc)
         self.poll_imprint()
 
@@ -725,6 +834,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timer.stop()
         self.access_timer.stop()
         self.imprint_timer.stop()
+        self.extract_timer.stop()
+        if self.extraction is not None and self.extraction.running:
+            log.warning("closing: the extraction is stopped")
+            self.extraction.stop()
         if self.imprint is not None and self.imprint.running:
             log.warning("closing: the imprint is stopped (resume it from the journal)")
             self.imprint.abort()

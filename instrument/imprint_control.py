@@ -1,9 +1,9 @@
-"""Run ``brainpaste imprint`` as a child process that a front end can pause, continue and
-abort — the command line's own operation, not a second implementation of it.
+"""Run ``brainpaste imprint`` as a child process (:mod:`instrument.child_command`) that a
+front end can pause, continue and abort — the command line's own operation.
 
-- **pause** freezes the process (SIGSTOP) wherever it is: the rig finishes any train
-  already sent and waits; **continue** (SIGCONT) carries on exactly there. For a short
-  halt; the instruments stay as they are.
+- **pause** freezes the run (SIGSTOP) wherever it is: the rig finishes any train already
+  sent and waits; **continue** carries on exactly there. For a short halt; the instruments
+  stay as they are.
 - **abort** asks the run to stop (SIGINT: the command closes the rigs, outputs off, and
   the journal, as after Ctrl-C), and kills it if it has not stopped after ``grace_s``.
   The journal in the session file survives either way (it is built to survive ``kill
@@ -11,7 +11,8 @@ abort — the command line's own operation, not a second implementation of it.
   without pulsing a verified cell again.
 
 Progress is read from the journal itself (:mod:`instrument.imprint_progress`). The
-command's output goes to ``imprint.log`` next to the session file.
+command's output goes to ``imprint.log`` next to the session file; the child reads the
+lab configuration from a temporary lab file written from the configuration in memory.
 """
 
 from __future__ import annotations
@@ -19,22 +20,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from instrument.child_command import ChildCommand
 from instrument.config import LabConfig
-
-log = logging.getLogger(__name__)
-
-
-class ImprintControlError(RuntimeError):
-    """The imprint process cannot do what was asked in its present state."""
 
 
 def _toml_value(value: Any) -> str:
@@ -78,7 +71,7 @@ def lab_toml(config: LabConfig) -> str:
     return "\n".join(lines)
 
 
-class ImprintProcess:
+class ImprintProcess(ChildCommand):
     """One ``brainpaste imprint`` run of one session, as a child process."""
 
     def __init__(
@@ -94,18 +87,12 @@ class ImprintProcess:
         self.session_file = Path(session_file)
         self.technology = technology
         self.resume = resume
-        self.log_path = self.session_file.with_name("imprint.log")
-        self.paused = False
-        self.aborted = False
         fd, name = tempfile.mkstemp(prefix="brainpaste-imprint-", suffix=".toml")
         with os.fdopen(fd, "w") as f:
             f.write(lab_toml(config))
         self.lab_file = Path(name)
         """The lab file the child reads (removed when it ends)."""
-        argv = [
-            python,
-            "-m",
-            "instrument.cli",
+        args = [
             "imprint",
             str(self.session_file),
             "--config",
@@ -114,87 +101,23 @@ class ImprintProcess:
             technology,
             "--no-progress",
         ]
-        if resume:
-            argv.append("--resume")
-        if restart:
-            argv.append("--restart")
-        self.argv = argv
-        self._log = open(self.log_path, "a")  # noqa: SIM115 (closed with the process)
-        self._log.write(f"\n$ brainpaste {' '.join(argv[3:])}\n")
-        self._log.flush()
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the GUI's terminal is not the run's
-        )
-        log.info("imprint started (pid %d): %s", self.proc.pid, " ".join(argv[3:]))
+        args += ["--resume"] if resume else []
+        args += ["--restart"] if restart else []
+        try:
+            super().__init__(args, self.session_file.with_name("imprint.log"), python=python)
+        except BaseException:
+            self.lab_file.unlink(missing_ok=True)
+            raise
 
     @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        code = self.proc.poll()
-        if code is not None:
-            self._cleanup()
-        return code
-
-    def pause(self) -> None:
-        """Freeze the run where it is."""
-        if not self.running:
-            raise ImprintControlError("the imprint is not running")
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.paused = True
-        log.info("imprint paused (pid %d)", self.proc.pid)
-
-    def proceed(self) -> None:
-        """Continue a paused run."""
-        if not self.running:
-            raise ImprintControlError("the imprint is not running")
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.paused = False
-        log.info("imprint continues (pid %d)", self.proc.pid)
+    def aborted(self) -> bool:
+        return self.stopped
 
     def abort(self, grace_s: float = 15.0) -> int:
-        """Stop the run (outputs off, journal closed); killed after ``grace_s`` if it has
-        not stopped. Returns its exit status. Blocks: call it off the GUI thread."""
-        if not self.running:
-            return self.returncode or 0
-        self.aborted = True
-        if self.paused:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.paused = False
-        os.kill(self.proc.pid, signal.SIGINT)
-        try:
-            code = self.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning("imprint did not stop within %g s: killed (the journal survives)", grace_s)
-            self.proc.kill()
-            code = self.proc.wait(10)
-        log.info("imprint aborted (exit %s)", code)
-        self._cleanup()
-        return code
+        """Stop the run (outputs off, journal closed); see :meth:`ChildCommand.stop`."""
+        return self.stop(grace_s)
 
-    def wait(self, timeout_s: float | None = None) -> int:
-        code = self.proc.wait(timeout_s)
-        self._cleanup()
-        return code
-
-    def output(self, max_chars: int = 4000) -> str:
-        """The end of the command's output so far."""
-        if not self._log.closed:
-            self._log.flush()
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return text[-max_chars:]
-
-    def _cleanup(self) -> None:
-        if not self._log.closed:
-            self._log.close()
+    def _ended(self) -> None:
+        super()._ended()
         with contextlib.suppress(OSError):
             self.lab_file.unlink()

@@ -26,6 +26,7 @@ import numpy as np
 from drivers.cnea_board import CneaBoard
 from drivers.errors import DriverError
 from instrument.acquisition import Acquisition, AcquisitionSettings, AcquisitionStatus
+from instrument.calibration_use import CneaCalibration, calibration_settings
 from instrument.config import ConfigError, LabConfig, parse_section
 from instrument.connect import open_instrument
 from instrument.imprint_control import ImprintProcess
@@ -300,6 +301,7 @@ class LiveLab:
                 path,
                 duration_s=duration_s,
                 settings=settings or acquisition_settings(self.config),
+                calibration=CneaCalibration(calibration_settings(self.config), self.board_name),
             )
             try:
                 acq.start()
