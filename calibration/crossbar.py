@@ -68,6 +68,9 @@ class CrossbarSettings:
 
     architecture: str = "1t1r"
     """"1t1r" or "passive" (no far-end reads on passive arrays)."""
+    technology: str = ""
+    """The array's memory technology (kept in the record: its cell windows are only valid for
+    the array that was measured)."""
     offset_readings: int = 16
     line_levels: int = 6
     """Line-test levels (±, never 0 V)."""
@@ -77,7 +80,7 @@ class CrossbarSettings:
     line_min_ohm: float = 20.0
     far_cells: int = 128
     """Cells sampled for far-end reads (a regular grid)."""
-    far_repeats: int = 1
+    far_repeats: int = 4
     cells: bool = True
     """Characterize every cell's window (rewrites the array)."""
     up: PulseRecipe | None = None

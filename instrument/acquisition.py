@@ -48,6 +48,7 @@ from drivers.cnea_board import (
 )
 from drivers.cnea_frames import FLAG_CALIBRATION, FLAG_STIMULUS, Frame
 from drivers.errors import ConnectionLost, DataIntegrityError, DriverError
+from instrument.calibration_use import CneaCalibration
 from instrument.recording import GAP_FILL, GroundTruth
 from instrument.storage import (
     DEFAULT_CODEC,
@@ -413,8 +414,12 @@ class Acquisition:
         duration_s: float | None = None,
         with_truth: bool = True,
         extra_settings: dict[str, Any] | None = None,
+        calibration: CneaCalibration | None = None,
     ) -> None:
         self.board = board
+        self.calibration = calibration
+        """Looks up the board's calibration record: the recording gets its per-channel gain,
+        offset and bad channels, and ``/calibration`` says which record (None: nominal)."""
         self.path = Path(path)
         self.settings = settings or AcquisitionSettings()
         self.duration_s = duration_s
@@ -464,6 +469,12 @@ class Acquisition:
             log.info("the board's ground truth is incomplete; the recording gets no /truth")
             truth_arrays = {}
         gain, offset = board.nominal_gain(), board.nominal_offset()
+        channel_mode, bad, used = board.modes(), None, None
+        if self.calibration is not None:
+            used = self.calibration.for_recording(
+                board, channel_mode, int(settings["gain"]), gain, offset
+            )
+            gain, offset, bad = used.gain, used.offset, used.bad_channels
         status = board.frame_status()
         self.first_sample_index = status.next_sample
         info = RecordingInfo(
@@ -475,11 +486,13 @@ class Acquisition:
             instrument_identity=identity,
             board_settings=settings,
             first_sample_index=status.next_sample,
-            channel_mode=board.modes(),
+            channel_mode=channel_mode,
             channel_level=board.levels(),
+            bad_channels=bad,
             truth=truth_arrays or None,
             truth_attrs=truth_attrs,
             start_time_utc=utc_now(),
+            extra_groups=used.write if used is not None else None,
         )
         s = self.settings
         self._writer = SessionWriter(
@@ -491,6 +504,8 @@ class Acquisition:
             min_free_bytes=s.min_free_bytes,
         )
         self._frame_spf = int(settings["samples_per_frame"])
+        if used is not None:
+            self._writer.log(f"calibration: {used.applied.message}")
         try:
             self._free_bytes = self._writer.free_bytes()
             spf = int(settings["samples_per_frame"])

@@ -13,6 +13,7 @@ from drivers.crossbar_rig import CrossbarRig
 from drivers.limits import SafetyLimits
 from drivers.selector import CrossbarSelector
 from drivers.smu import SMU
+from instrument.calibration_use import calibration_settings, install_rig
 from instrument.config import ConfigError, LabConfig
 from instrument.connect import open_instrument
 
@@ -42,9 +43,14 @@ def open_rig(
     nplc: float = 0.01,
     smu: str = "smu",
     selector: str = "selector",
+    calibration: bool = True,
 ) -> CrossbarRig:
     """The configured rig, its SMU and selector opened and set to a known, safe state
-    (instruments ``smu`` and ``selector`` of the configuration; see :func:`rig_instruments`)."""
+    (instruments ``smu`` and ``selector`` of the configuration; see :func:`rig_instruments`).
+
+    With ``calibration``, the SMU's and the crossbar's calibration records are looked up
+    (``[calibration]``) and every read goes through them
+    (:func:`instrument.calibration_use.install_rig`); ``False`` reads raw (calibrating)."""
     limits = safety_limits(config, technology)
     smu_name, selector_name = smu, selector
     smu = open_instrument(config, smu_name)
@@ -85,4 +91,17 @@ def open_rig(
             key="crossbar.rows",
             path=config.source or None,
         )
+    if calibration:
+        try:
+            install_rig(
+                rig,
+                calibration_settings(config),
+                smu_name=smu_name,
+                selector_name=selector_name,
+                architecture=config.crossbar.architecture,
+                technology=technology or config.crossbar.technology,
+            )
+        except BaseException:
+            rig.close()
+            raise
     return rig

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ class RecordingInfo:
     truth_attrs: Mapping[str, Any] = field(default_factory=dict)
     start_time_utc: str = ""
     """ISO 8601; now when empty."""
+    extra_groups: Callable[[h5py.File], None] | None = None
+    """Writes more groups (``/calibration``) into the new file before it goes SWMR."""
 
 
 def utc_now() -> str:
@@ -266,6 +268,8 @@ class SessionWriter:
                 group.create_dataset(name, data=np.asarray(array))
             for name, value in info.truth_attrs.items():
                 group.attrs[name] = _attr_value(value)
+        if info.extra_groups is not None:
+            info.extra_groups(f)
         self._traces = rec["traces"]
         self._gaps = rec["gaps"]
         self._log = f["log"]

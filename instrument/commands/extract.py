@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from instrument.config import ConfigError, load
+from calibration.records import CalibrationError
+from instrument.calibration_use import SessionCalibration, calibration_settings, prepare_session
+from instrument.config import ConfigError, LabConfig, load
 from instrument.extract.params import load_params
 from instrument.extract.pipeline import ExtractionError, ExtractionResult, extract
 from instrument.extract.psp import KIND_NAMES
@@ -72,6 +74,15 @@ def summary_text(result: ExtractionResult) -> str:
     return "\n".join(lines)
 
 
+def _calibration(path: Path, config: LabConfig | None, *, write: bool) -> SessionCalibration | None:
+    """The board's calibration record for a session file (none for NWB input), said aloud."""
+    if path.suffix.lower() == ".nwb":
+        return None
+    calibration = prepare_session(path, calibration_settings(config or load()), write=write)
+    print(f"calibration: {calibration.applied.message}", file=sys.stderr)
+    return calibration
+
+
 def run(args: argparse.Namespace) -> int:
     from instrument.extract import plots, store
     from instrument.extract.score import format_scores, score
@@ -85,17 +96,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else path.parent
     try:
+        calibration = _calibration(path, config, write=not args.no_store)
         if args.dask:
             from instrument.extract.distributed import extract_distributed
 
+            if calibration is not None and not calibration.written and calibration.gain is not None:
+                print(
+                    "warning: --no-store: Dask workers read the file's own gains", file=sys.stderr
+                )
             result = extract_distributed(path, params, address=args.dask, progress=not args.quiet)
             with open_recording(path) as rec:
                 truth = rec.truth
         else:
             with open_recording(path) as rec:
                 truth = rec.truth
+                if calibration is not None:
+                    calibration.apply(rec)
                 result = extract(rec, params, progress=not args.quiet)
-    except (ExtractionError, ConfigError, OSError, KeyError, ValueError) as exc:
+    except (ExtractionError, ConfigError, OSError, KeyError, ValueError, CalibrationError) as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 1
     print(summary_text(result))

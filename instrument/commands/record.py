@@ -16,8 +16,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from calibration.records import CalibrationError
 from drivers.errors import DriverError
 from instrument.acquisition import Acquisition, AcquisitionSettings, AcquisitionStatus
+from instrument.calibration_use import CneaCalibration, calibration_settings
 from instrument.config import ConfigError, LabConfig, load, parse_section
 from instrument.connect import open_instrument
 from instrument.session_files import SessionPathError, new_session_dir, session_file_for_output
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, SessionPathError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (DriverError, StorageError) as exc:
+    except (DriverError, StorageError, CalibrationError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
@@ -161,7 +163,12 @@ def _record(config: LabConfig, args: argparse.Namespace, *, electroporate: bool)
                 "channels_with_access": opened,
             }
         acq = Acquisition(
-            board, path, duration_s=args.duration, settings=settings, extra_settings=extra
+            board,
+            path,
+            duration_s=args.duration,
+            settings=settings,
+            extra_settings=extra,
+            calibration=CneaCalibration(calibration_settings(config), args.instrument),
         )
         progress = _Progress(args.duration, disable=args.no_progress)
         try:

@@ -27,7 +27,9 @@ class ChannelCalibration:
 def channel_calibration(recording: Recording) -> ChannelCalibration:
     """The calibration extraction applies to ``recording``.
 
-    Today: the gain and offset stored with the recording (the board's nominal values).
+    The gain and offset stored with the recording: the board's calibration record's when
+    acquisition or ``brainpaste extract`` applied one (``/calibration/cnea`` says which;
+    :mod:`instrument.calibration_use`), else the board's nominal values.
     """
     gain = np.asarray(recording.gain_v, dtype=np.float32).reshape(-1)
     offset = np.asarray(recording.offset_v, dtype=np.float32).reshape(-1)

@@ -30,9 +30,16 @@ import numpy as np
 from tqdm import tqdm
 
 from drivers.crossbar_rig import CrossbarRig
+from instrument.calibration_use import known_cell_status, write_rigs
 from instrument.config import ConfigError, LabConfig
 from instrument.imprint.access import Access
-from instrument.imprint.characterize import Characterization, characterize
+from instrument.imprint.characterize import (
+    STATUS_OK,
+    STATUS_STUCK_HIGH,
+    STATUS_STUCK_LOW,
+    Characterization,
+    characterize,
+)
 from instrument.imprint.connectivity import ConnectivityMap
 from instrument.imprint.journal import (
     CELL_DTYPE,
@@ -441,6 +448,13 @@ def _setup(
         return Characterization(g, g.copy(), np.zeros(g.shape, dtype=np.uint8), 0)
 
     chars = _parallel(characterize_tile, list(range(len(rigs))))
+    for rig, char in zip(rigs, chars, strict=True):  # stuck cells the crossbar calibration found
+        known = known_cell_status(rig)
+        if known is not None and known.shape == char.status.shape:
+            fresh = char.status == STATUS_OK
+            char.status[fresh & (known > 0)] = STATUS_STUCK_HIGH
+            char.status[fresh & (known < 0)] = STATUS_STUCK_LOW
+    write_rigs(session_file, rigs)  # /calibration: the records the rigs' reads go through
     if s.measured_levels and plan.window.levels <= 8:
         healthy = np.concatenate([c.final_s[~c.bad] for c in chars])
         window = measured_levels(plan.window, healthy)
