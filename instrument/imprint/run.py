@@ -43,6 +43,7 @@ from instrument.imprint.characterize import (
 from instrument.imprint.connectivity import ConnectivityMap
 from instrument.imprint.journal import (
     CELL_DTYPE,
+    FAILED,
     PENDING,
     SKIPPED,
     TILE_DTYPE,
@@ -512,7 +513,8 @@ def _report(
             intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
         )
         functional["source"] = source
-        stuck_rows = np.unique(rows["row"][rows["state"] == SKIPPED])
+        # rows holding a stuck cell (found by characterization, or failed while programming)
+        stuck_rows = np.unique(rows["row"][np.isin(rows["state"], (SKIPPED, FAILED))])
         clean = functional_check(
             rows,
             g.shape,

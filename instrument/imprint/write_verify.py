@@ -130,6 +130,8 @@ class RRAMWriteVerify(WriteVerify):
     p: RRAMParams
     V0 = 0.15
     """Voltage scale of the exponential switching rate the adaptation assumes, V."""
+    STALL_PULSES = 6
+    """Pulses at the strongest setting that leave a cell unmoved before it is failed."""
 
     def init_rows(self, rows: np.ndarray) -> None:
         rows["amp_up_v"] = self.p.set_start_v
@@ -170,10 +172,17 @@ class RRAMWriteVerify(WriteVerify):
             up, amp_up <= p.set_start_v - 2 * p.step_v, amp_down <= p.reset_start_v - 2 * p.step_v
         )
         width = r["width_s"].astype(float)
+        stalled = at_max & (width >= p.width_max_s) & (np.abs(q) < 0.05)
         width = np.where(at_max & (q < 0.15), np.minimum(width * 3, p.width_max_s), width)
         width = np.where(at_min & (q > 1.5), np.maximum(width / 3, p.width_min_s), width)
         r["amp_up_v"], r["amp_down_v"] = amp_up, amp_down
         r["width_s"] = np.where(off, r["width_s"], width)
+        # a cell the strongest pulse no longer moves is stuck inside the window: give up
+        # after STALL_PULSES of them instead of spending the whole pulse budget
+        moved_off = off & (np.abs(g - g_before) < 0.01 * np.maximum(g_before, self.tol))
+        stuck = np.where(off, moved_off, stalled)
+        r["aux"] = np.where(stuck, r["aux"] + 1, 0)
+        r["state"] = np.where(r["aux"] >= self.STALL_PULSES, FAILED, r["state"])
         rows[idx] = r
 
 
