@@ -29,10 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("session", metavar="SESSION", help="session folder or session.h5")
     p.add_argument("--technology", choices=TECHNOLOGIES, help="default: the lab's [crossbar]")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="LAB.TOML", help="the rigs this lab file names")
-    source.add_argument(
-        "--sim", action="store_true", help="the embedded emulated lab (one rig per tile)"
+    p.add_argument(
+        "--config", metavar="LAB.TOML", help="lab file: its rigs, [crossbar], [imprint] settings"
+    )
+    p.add_argument(
+        "--sim",
+        action="store_true",
+        help="rigs of the embedded emulated lab, one per tile (with --config: its settings)",
     )
     p.add_argument("--resume", action="store_true", help="continue the session's journal")
     p.add_argument("--restart", action="store_true", help="discard the journal, start over")

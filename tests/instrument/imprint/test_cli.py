@@ -23,3 +23,11 @@ def test_resume_without_a_journal_and_sim_resume_are_refused(tmp_path, capsys):
     assert main(["imprint", str(session), "--sim", "--resume"]) == 2
     assert "--resume needs the rigs" in capsys.readouterr().err
     assert main(["imprint", str(tmp_path / "nowhere")]) == 2
+
+
+def test_sim_takes_the_lab_file_settings_and_needs_a_map(tmp_path, capsys):
+    session = make_session(tmp_path / "s")
+    lab = tmp_path / "lab.toml"
+    lab.write_text("[crossbar]\nrows = 32\ncols = 32\n")
+    assert main(["imprint", str(session), "--sim", "--config", str(lab)]) == 2
+    assert "brainpaste extract" in capsys.readouterr().err
