@@ -104,6 +104,10 @@ def summary_text(summary: dict[str, Any], tiles: list[dict[str, Any]]) -> str:
         f"cells = {100 * s['yield_programmable']:.2f} %  (synapse/pair {s['synapse_within']}/"
         f"{s['synapse_cells']}, off {s['off_within']}/{s['off_cells']}; stuck skipped "
         f"{s['skipped']}, failed {s['failed']})",
+        f"  stuck cells: {s.get('synapses_on_stuck_before', 0)} synapses touched one as mapped, "
+        f"{s.get('synapses_on_stuck_after', 0)} after placement "
+        f"({100 * s.get('weight_share_on_stuck_after', 0.0):.2f} % of |weight|); "
+        f"{s.get('compensated_pairs', 0)} pair cells retargeted to compensate",
         f"  error of programmed cells: median {s['median_error_s'] * US:.3g} µS, "
         f"95th percentile {s['p95_error_s'] * US:.3g} µS",
         f"  {s['pulses_per_cell']:.2f} pulses and {s['round_trips_per_cell']:.2f} messages per "

@@ -363,6 +363,23 @@ def run_imprint(
             journal.close()
 
 
+def _placement_loss(journal: Journal) -> dict[str, float]:
+    """What stuck cells cost the map, summed over tiles: before and after placement."""
+    p = journal.read_dataset("placement")
+    synapses = float(p["synapses"].sum()) or 1.0
+    return {
+        "synapses_on_stuck_before": int(p["synapses_on_stuck_before"].sum()),
+        "synapses_on_stuck_after": int(p["synapses_on_stuck_after"].sum()),
+        "weight_share_on_stuck_before": float(
+            (p["weight_share_on_stuck_before"] * p["synapses"]).sum() / synapses
+        ),
+        "weight_share_on_stuck_after": float(
+            (p["weight_share_on_stuck_after"] * p["synapses"]).sum() / synapses
+        ),
+        "compensated_pairs": int(p["compensated_pairs"].sum()),
+    }
+
+
 def _window_of(journal: Journal) -> Window:
     """The window (and measured levels) the journal was set up with."""
     a = journal.attrs
@@ -563,5 +580,6 @@ def _report(
         "instrument_s": sum(c.instrument_s for c in counters),
         "wall_s": time.perf_counter() - t_start,
         "resumed_in_flight": journal.resumed_in_flight,
+        **_placement_loss(journal),
     }
     return ImprintResult(summary, tiles_out, finals, rows)
