@@ -439,5 +439,19 @@ def _evaluate_crossbar(
         (corrected / cell - 1)[free],
         "%",
         100.0,
-        [f"{int(free.sum())} free cells, each the mean of 8 reads, moved up their window"],
+        [
+            f"{int(free.sum())} free cells, each the mean of 8 reads, moved up their window",
+            *_stuck_line(record, array),
+        ],
     )
+
+
+def _stuck_line(record: CalibrationRecord, array: Any) -> list[str]:
+    if "cell_status" not in record.values:
+        return []
+    found = np.asarray(record.values["cell_status"]) != 0
+    stuck = np.asarray(array.stuck) != 0
+    return [
+        f"stuck cells found: {int((found & stuck).sum())} of the emulator's {int(stuck.sum())}"
+        f" (false alarms: {int((found & ~stuck).sum())})"
+    ]
