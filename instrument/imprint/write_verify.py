@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from drivers.crossbar_rig import CrossbarRig
+from drivers.errors import DataIntegrityError
 from drivers.smu import VisitPlan
 from instrument.imprint.access import Access
 from instrument.imprint.journal import FAILED, PENDING, VERIFIED, Journal
@@ -472,10 +473,18 @@ def program_tile(
                 first = np.r_[True, visit[1:] != visit[:-1]]
                 visit_amp = np.where(first, chunk_amp[visit], 0.0)
                 t0, m0 = time.perf_counter(), _messages(rig)
-                g_visits = access.pulse_read(
-                    rig, [cells_of[k] for k in chunk[visit]], visit_amp, float(w)
-                )
-                g_now = np.bincount(visit, weights=g_visits, minlength=chunk.size) / repeat
+                try:
+                    g_visits = access.pulse_read(
+                        rig, [cells_of[k] for k in chunk[visit]], visit_amp, float(w)
+                    )
+                    g_now = np.bincount(visit, weights=g_visits, minlength=chunk.size) / repeat
+                except DataIntegrityError as exc:
+                    # the rig recovered its wires but not this train's readings (e.g. the
+                    # process was frozen mid-train): its cells may have been pulsed, exactly
+                    # like rows in flight after a crash — count the pulse, read them again
+                    log.warning("tile %d: train of %d cells not read back (%s); reading them "
+                                "again", tile, chunk.size, exc)  # fmt: skip
+                    g_now = access.read_cells(rig, [cells_of[k] for k in chunk])
                 plan = VisitPlan(visit.size, tuple(visit_amp), float(w), rig.limits.read_voltage_v)
                 account(t0, m0, plan, chunk.size)
                 g_before = rows["last_read_s"][chunk].copy()

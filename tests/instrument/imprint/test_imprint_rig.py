@@ -157,3 +157,26 @@ def test_pair_compensation_hides_stuck_cells_from_the_weight_product(tmp_path):
         assert tile["functional"]["source"] == "line driver (analog)"
         errors[compensate] = tile["functional"]["relative_rms_error"]
     assert errors["true"] < 0.1 < errors["false"]
+
+
+def test_a_train_whose_readings_are_lost_is_read_again(tmp_path, monkeypatch):
+    """The rig reports a train that ran but could not be read back (DataIntegrityError):
+    its cells count the pulse and are read again, and programming carries on."""
+    from drivers.errors import DataIntegrityError
+    from instrument.imprint.access import Access
+
+    original = Access.pulse_read
+    lost = []
+
+    def flaky(self, rig, cells, amplitudes_v, width_s):
+        original(self, rig, cells, amplitudes_v, width_s)  # the pulses happen...
+        if not lost:
+            lost.append(len(cells))
+            raise DataIntegrityError("the train stopped after 16 of 16 visits (selector IDLE)")
+        return original(self, rig, cells, [0.0] * len(cells), width_s)
+
+    monkeypatch.setattr(Access, "pulse_read", flaky)
+    path = make_session(tmp_path)
+    with rig_lab(rows=8, cols=8, stuck_rate=0.0) as (config, _lab):
+        result = run_imprint(config, path, "rram", cmap=synthetic_map(4, 6), progress=False)
+    assert lost and result.summary["yield_programmable"] >= 0.95
