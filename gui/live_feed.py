@@ -9,6 +9,7 @@ computing time to the sample-to-screen latency.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,6 +22,9 @@ from instrument.acquisition import Acquisition, AcquisitionStatus, Snapshot
 from instrument.live_spikes import LiveSpikes, SpikeCounts
 
 log = logging.getLogger(__name__)
+
+TRACE_BIN_ROWS = 32
+"""Samples per trace bin when the feed keeps the traces' history (3.2 ms at 10 kHz)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class LiveFeed:
 
     def __init__(self, n_bins: int = 1000, poll_s: float = 0.004, raster_s: float = 10.0) -> None:
         self.n_bins = n_bins
+        self.trace_s = 2.0
+        """Seconds of traces shown (kept here when the acquisition's window is shorter)."""
         self.raster_s = raster_s
         """Seconds of whole-array spikes kept for the raster."""
         self.raster_pixels = (600, 300)
@@ -88,6 +94,7 @@ class LiveFeed:
 
     def _reset_state(self) -> None:
         self._last_key: tuple[int, object] | None = None
+        self._history: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def acquisition(self) -> Acquisition | None:
@@ -172,7 +179,17 @@ class LiveFeed:
                 self._wake.clear()
 
     def _make_frame(self, acq: Acquisition, spikes: SpikeCounts | None) -> None:
-        snap = acq.snapshot(n_bins=self.n_bins)
+        rate = acq.sample_rate_hz
+        window = int(acq.settings.window_s * rate)
+        stitch = (
+            window % TRACE_BIN_ROWS == 0
+            and acq.settings.block_samples % TRACE_BIN_ROWS == 0
+            and window < self.trace_s * rate
+        )
+        if stitch:  # a short window, aligned bins: keep the traces' history here
+            snap = self._stitch(acq.snapshot(n_bins=window // TRACE_BIN_ROWS), rate)
+        else:  # the acquisition's window is the whole display
+            snap = acq.snapshot(n_bins=self.n_bins)
         raster = self._raster(spikes)
         self.frames_made += 1
         self.latest = LiveFrame(
@@ -181,6 +198,27 @@ class LiveFeed:
             made_at=time.perf_counter(),
             spikes=spikes,
             raster=raster,
+        )
+
+    def _stitch(self, snap: Snapshot, rate: float) -> Snapshot:
+        """Add the snapshot's new bins to the ``trace_s`` history of the traces (its bins
+        are whole ``TRACE_BIN_ROWS`` rows aligned to the file, as the window moves by whole
+        blocks); the snapshot with the history as its window."""
+        history = round(self.trace_s * rate / TRACE_BIN_ROWS)
+        k = snap.channels.size
+        rows = np.round(snap.t_s * rate / TRACE_BIN_ROWS).astype(np.int64)  # bin numbers
+        h = self._history
+        if h is None or not np.array_equal(h[0], snap.channels):
+            h = (snap.channels.copy(), np.full((k, 0), np.nan, np.float32),
+                 np.full((k, 0), np.nan, np.float32), np.zeros(0, np.int64))  # fmt: skip
+        channels, lo, hi, bins = h
+        new = rows > (bins[-1] if bins.size else -1)
+        lo = np.concatenate([lo, snap.lo[:, new]], axis=1)[:, -history:]
+        hi = np.concatenate([hi, snap.hi[:, new]], axis=1)[:, -history:]
+        bins = np.concatenate([bins, rows[new]])[-history:]
+        self._history = (channels, lo, hi, bins)
+        return dataclasses.replace(
+            snap, t_s=bins * TRACE_BIN_ROWS / rate, lo=lo.copy(), hi=hi.copy()
         )
 
     def _raster(self, spikes: SpikeCounts | None) -> RasterImage | None:

@@ -37,11 +37,28 @@ log = logging.getLogger(__name__)
 BOARD_DRIVER = "cnea_board"
 
 
+LIVE_DEFAULTS: dict[str, Any] = {"block_samples": 512, "window_s": 0.4096}
+"""Where an interactive recording differs from ``brainpaste record``, unless the lab's
+``[acquisition]`` table says otherwise: 512-sample blocks (the live view trails the data
+by at most 51 ms instead of 102 ms; the file's chunks are 512 rows) and a 0.41 s live
+window (4096 rows: a snapshot costs a fifth of a 2 s one; the GUI keeps the longer history
+of its traces itself). bench/gui_fps.py measures the latency of both block sizes."""
+
+
 def acquisition_settings(config: LabConfig, **overrides: Any) -> AcquisitionSettings:
     """The lab's ``[acquisition]`` settings (as ``brainpaste record`` reads them), with
     ``overrides`` (AcquisitionSettings fields) on top."""
     settings = parse_section(AcquisitionSettings, config, "acquisition")
     return replace(settings, **overrides) if overrides else settings
+
+
+def live_settings(config: LabConfig) -> AcquisitionSettings:
+    """The settings of an interactive recording: the lab's, with :data:`LIVE_DEFAULTS` for
+    the keys its ``[acquisition]`` table does not set."""
+    table = config.sections.get("acquisition", {})
+    base = parse_section(AcquisitionSettings, config, "acquisition")
+    defaults = {k: v for k, v in LIVE_DEFAULTS.items() if k not in table}
+    return replace(base, **defaults)
 
 
 class LiveLabError(RuntimeError):
@@ -287,8 +304,8 @@ class LiveLab:
         settings: AcquisitionSettings | None = None,
     ) -> Acquisition:
         """Start recording the board into a new session folder (``out_dir``, or a fresh
-        ``data_dir/<date-time>[-label]``) with ``settings`` (default: the lab's
-        ``[acquisition]`` table); returns the running acquisition."""
+        ``data_dir/<date-time>[-label]``) with ``settings`` (default:
+        :func:`live_settings`); returns the running acquisition."""
         with self._lock:
             if self.is_recording:
                 raise LiveLabError("already recording; stop first")
@@ -300,7 +317,7 @@ class LiveLab:
                 self.board,
                 path,
                 duration_s=duration_s,
-                settings=settings or acquisition_settings(self.config),
+                settings=settings or live_settings(self.config),
                 calibration=CneaCalibration(calibration_settings(self.config), self.board_name),
             )
             try:

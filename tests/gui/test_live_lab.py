@@ -132,3 +132,14 @@ def test_closing_stops_the_recording_and_disconnects(live_lab, tmp_path):
     assert all(s.state == "disconnected" for s in live_lab.states())
     assert live_lab.recording.status().stop_reason == "disconnect"
     assert dataclasses.asdict(live_lab.state("cnea"))["identity"]
+
+
+def test_live_settings_shorten_blocks_and_window_unless_the_lab_says(sim_config):
+    from instrument.config import loads
+    from instrument.live import live_settings
+
+    live = live_settings(sim_config)
+    assert live.block_samples == 512 and live.window_s == pytest.approx(0.4096)
+    assert live.codec == sim_config.sections["acquisition"]["codec"]  # the rest: the lab's
+    text = sim_config.text.replace("[acquisition]", "[acquisition]\nblock_samples = 2048")
+    assert live_settings(loads(text, "lab.toml")).block_samples == 2048

@@ -98,7 +98,7 @@ def test_record_select_see_traces_change_stop_and_page(window, qtbot, tmp_path):
     serial = w.live_traces.shown_serial
     qtbot.waitUntil(lambda: w.live_traces.shown_serial > serial + 2, timeout=WAIT_MS)
     later = w.live_traces.plot.curve.getData()[1]
-    assert first.shape == later.shape and not np.array_equal(first, later, equal_nan=True)
+    assert first.shape != later.shape or not np.array_equal(first, later, equal_nan=True)
     assert w.live_traces.plot.getAxis("left")._tickLevels[0][0][1].startswith(f"ch {chosen[0]}")
 
     # the panel shows the recording; the raster and the map get the whole array

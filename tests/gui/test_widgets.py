@@ -219,3 +219,35 @@ def test_log_panel_takes_records_from_any_thread(app, qtbot):
         qtbot.waitUntil(lambda: any("shown at DEBUG" in x for x in panel.lines()))
     finally:
         panel.detach()
+
+
+def test_feed_keeps_the_trace_history_from_short_aligned_windows():
+    import dataclasses
+
+    from gui.live_feed import TRACE_BIN_ROWS, LiveFeed
+    from instrument.acquisition import Snapshot
+
+    feed = LiveFeed()
+    try:
+        feed.trace_s = 0.1  # 31 bins of 32 rows at 10 kHz
+        rate, k, bins = 10_000.0, 2, 8
+
+        def snap(first_bin: int) -> Snapshot:
+            t = (first_bin + np.arange(bins)) * TRACE_BIN_ROWS / rate
+            lo = np.tile((first_bin + np.arange(bins)).astype(np.float32), (k, 1))
+            z = np.zeros(4)
+            return Snapshot(rate, np.arange(k), t, lo, lo + 1, z, z, z, z, z, 1.0, None)
+
+        a = feed._stitch(snap(0), rate)
+        b = feed._stitch(snap(4), rate)  # overlaps the first by 4 bins
+        assert a.lo.shape == (k, 8) and b.lo.shape == (k, 12)
+        np.testing.assert_array_equal(b.lo[0], np.arange(12))
+        np.testing.assert_allclose(b.t_s, np.arange(12) * TRACE_BIN_ROWS / rate)
+        for start in range(8, 200, 8):
+            c = feed._stitch(snap(start), rate)
+        assert c.lo.shape == (k, round(0.1 * rate / TRACE_BIN_ROWS))  # bounded history
+        assert c.lo[0, -1] == 199
+        other = dataclasses.replace(snap(300), channels=np.array([5, 6]))
+        assert feed._stitch(other, rate).lo.shape == (k, 8)  # new channels: a new history
+    finally:
+        feed.close()
