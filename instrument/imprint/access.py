@@ -16,6 +16,7 @@ a read train at the read bias — still batched (two trains instead of one).
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivers.crossbar_rig import CrossbarRig
+from drivers.errors import DataIntegrityError
+
+log = logging.getLogger(__name__)
 
 Cells = list[tuple[int, int]]
 _BIAS: weakref.WeakKeyDictionary[CrossbarRig, str] = weakref.WeakKeyDictionary()
@@ -60,14 +64,23 @@ class Access:
             _BIAS[rig] = scheme
 
     def read_cells(self, rig: CrossbarRig, cells: Cells) -> np.ndarray:
-        """Conductance of ``cells`` (one batched read train), S."""
+        """Conductance of ``cells`` (one batched read train; sent again once when the rig
+        could not read it back — a read changes no cell), S."""
         self._bias(rig, self.read_bias)
-        return rig.read_cells(cells).conductance_s
+        try:
+            return rig.read_cells(cells).conductance_s
+        except DataIntegrityError as exc:
+            log.warning("a read train of %d cells was lost (%s); reading again", len(cells), exc)
+            return rig.read_cells(cells).conductance_s
 
     def read_array(self, rig: CrossbarRig) -> np.ndarray:
-        """Conductance of the whole array, S."""
+        """Conductance of the whole array, S (read again once if the train was lost)."""
         self._bias(rig, self.read_bias)
-        return rig.read_array()
+        try:
+            return rig.read_array()
+        except DataIntegrityError as exc:
+            log.warning("a whole-array read was lost (%s); reading again", exc)
+            return rig.read_array()
 
     def pulse_read(
         self, rig: CrossbarRig, cells: Cells, amplitudes_v: np.ndarray | list[float], width_s: float
