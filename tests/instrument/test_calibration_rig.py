@@ -33,6 +33,7 @@ def calibrated_store(config, store_dir, *, cells: bool = True):
     limits = config.limits()
     settings = CrossbarSettings(
         architecture=config.crossbar.architecture,
+        technology=config.crossbar.technology,
         cells=cells,
         up=PulseRecipe(*plan.algorithm.probe_pulse(True)),
         down=PulseRecipe(*plan.algorithm.probe_pulse(False)),
@@ -83,6 +84,12 @@ def test_rig_reads_and_imprint_go_through_the_records(tmp_path):
             assert np.all(rows["state"][stuck] == SKIPPED)
         finally:
             journal.close()
+        # the record's cells belong to the array that was measured
+        pcm = dataclasses.replace(
+            config, crossbar=dataclasses.replace(config.crossbar, technology="pcm")
+        )
+        with pytest.raises(RecordRefused, match="taken on a rram array"):
+            open_rig(pcm)
 
 
 def test_missing_stale_and_mismatched_rig_records(tmp_path, caplog):
