@@ -323,7 +323,14 @@ def measure_latency(
                 state["sent"] = t
 
             threading.Thread(target=send).start()
-            wait_until(lambda: state["seen"] is not None, 30, "the step on screen")
+            end = time.monotonic() + 30
+            while state["seen"] is None:
+                if acq.state != "recording" or time.monotonic() > end:
+                    st = acq.status()
+                    why = st.stop_reason or "no new frame in 30 s"
+                    print(f"  latency: stopped after {len(latencies)} steps: {st.state} ({why})")
+                    return latencies, backlogs
+                APP.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
             if on:
                 latencies.append(state["seen"] - state["sent"])
     finally:
@@ -561,8 +568,11 @@ def print_latency(latency: dict[str, tuple[list[float], list[float]]]) -> None:
     print("\nSample-to-screen latency at 30 Hz (calibration step -> first painted frame with it)")
     print(f"{'settings (block, window)':<26} {'n':>4} {'median ms':>10} {'p90 ms':>8} "
           f"{'max ms':>8} {'median / record':>16} {'board backlog at step, ms':>26}")  # fmt: skip
-    ref = statistics.median(latency[CLI][0])
+    ref = statistics.median(latency[CLI][0]) if latency[CLI][0] else float("nan")
     for name, (values, backlog) in latency.items():
+        if not values:
+            print(f"{name:<26} {0:>4}  (no step measured)")
+            continue
         ms = np.array(values) * 1e3
         print(f"{name:<26} {len(ms):>4} {np.median(ms):>10.1f} {np.percentile(ms, 90):>8.1f} "
               f"{ms.max():>8.1f} {np.median(ms) / (ref * 1e3):>16.2f} "

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--quit-after", type=float, metavar="S", help="quit (after the screenshot) at S seconds"
     )
     p.add_argument("--size", default="1600x1000", help="window size, WIDTHxHEIGHT")
+    p.add_argument(
+        "--tab",
+        choices=("live", "channels", "connectivity", "imprint"),
+        default="live",
+        help="the view shown first",
+    )
     p.set_defaults(func=run)
 
 
@@ -94,6 +100,13 @@ def _run_window(args: argparse.Namespace, config: Any, source: str, size: tuple[
     window = MainWindow(lab, redraw_hz=args.redraw_hz)
     window.resize(*size)
     window.show()
+    tabs = {
+        "live": 0,
+        "channels": window.tabs.indexOf(window.paged),
+        "connectivity": window.tabs.indexOf(window.connectivity),
+        "imprint": window.tabs.indexOf(window.imprint_view),
+    }
+    window.tabs.setCurrentIndex(tabs[args.tab])
     if args.session:
         window.open_session(args.session)
     script = _Script(window, args)

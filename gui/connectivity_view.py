@@ -89,8 +89,12 @@ class ConnectivityView(QtWidgets.QWidget):
         )
         self.colorbar.setImageItem(self.matrix_img)
         self.graphics.addItem(self.colorbar, row=0, col=1)
+        self.cmap = cmap
+        self.dots = pg.ScatterPlotItem(symbol="s", size=5, pen=None)
+        """A dot per connection over the matrix: visible however many units it has."""
+        self.matrix_box.addItem(self.dots)
         self.marker = pg.ScatterPlotItem(
-            symbol="s", size=1.0, pxMode=False, pen=pg.mkPen("y", width=2), brush=None
+            symbol="s", size=11, pxMode=True, pen=pg.mkPen("y", width=2), brush=None
         )
         self.matrix_box.addItem(self.marker)
         self.graph = self.graphics.addPlot(row=0, col=2)
@@ -158,6 +162,7 @@ class ConnectivityView(QtWidgets.QWidget):
         if conn is None:
             self.info.setText(note or "no connectivity in this session yet: extract it")
             self.matrix_img.clear()
+            self.dots.setData([], [])
             for item in self.edges.values():
                 item.setData([], [])
             self.nodes.setData([], [])
@@ -186,6 +191,10 @@ class ConnectivityView(QtWidgets.QWidget):
         self.marker.setData([], [])
         self.pair_edge.setData([], [])
         self.psp_curve.setData([], [])
+        if c.size:  # start with the most significant connection seen often enough
+            z = np.where(c["n_triggers"] >= 20, np.abs(c["z"]), -1.0)
+            best = int(np.nanargmax(z if np.nanmax(z) >= 0 else np.abs(c["z"])))
+            self.select_pair(int(c["pre_unit"][best]), int(c["post_unit"][best]))
 
     def _draw_matrix(self) -> None:
         conn = self.conn
@@ -203,10 +212,33 @@ class ConnectivityView(QtWidgets.QWidget):
         self.colorbar.setLevels(levels)
         self.matrix_box.setRange(QtCore.QRectF(0, 0, n, n), padding=0.02)
         self.marker.setData([], [])
+        c = conn.connections
+        index = np.full(conn.n_units, -1)
+        index[self.order] = np.arange(self.order.size)
+        i, j = index[c["pre_unit"]], index[c["post_unit"]]
+        keep = (i >= 0) & (j >= 0)
+        unit = (c["weight_v"][keep] * 1e3 - levels[0]) / (levels[1] - levels[0])
+        colours = self.cmap.map(np.clip(unit, 0, 1), mode="qcolor")
+        self.dots.setData(j[keep] + 0.5, i[keep] + 0.5, brush=colours)
 
     def _picked(self, row: int, col: int) -> None:
-        if 0 <= row < self.order.size and 0 <= col < self.order.size:
-            self.select_pair(int(self.order[row]), int(self.order[col]))
+        """A click on the matrix: that cell, or the connection drawn nearest to it."""
+        conn, n = self.conn, self.order.size
+        if conn is None or not (0 <= row < n and 0 <= col < n):
+            return
+        pre, post = int(self.order[row]), int(self.order[col])
+        if conn.find(pre, post) is None and conn.connections.size:
+            index = np.full(conn.n_units, -1)
+            index[self.order] = np.arange(n)
+            i = index[conn.connections["pre_unit"]]
+            j = index[conn.connections["post_unit"]]
+            shown = np.flatnonzero((i >= 0) & (j >= 0))
+            if shown.size:
+                d = np.hypot(i[shown] - row, j[shown] - col)
+                k = shown[int(np.argmin(d))]
+                if d.min() <= max(1.5, n / 120):  # within a dot's size on screen
+                    row, col = int(i[k]), int(j[k])
+        self.select_pair(int(self.order[row]), int(self.order[col]))
 
     def select_pair(self, pre: int, post: int) -> bool:
         """Show the average PSP of connection pre → post (unit indices); False when the
@@ -217,7 +249,7 @@ class ConnectivityView(QtWidgets.QWidget):
         self.pair = (pre, post)
         where = {int(u): i for i, u in enumerate(self.order)}
         if pre in where and post in where:
-            self.marker.setData([where[post] + 0.5], [where[pre] + 0.5], size=1.0)
+            self.marker.setData([where[post] + 0.5], [where[pre] + 0.5])
         e_pre, e_post = int(conn.unit_electrode[pre]), int(conn.unit_electrode[post])
         name = f"unit {pre} (electrode {e_pre}) → unit {post} (electrode {e_post})"
         row = conn.find(pre, post)
