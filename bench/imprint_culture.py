@@ -10,7 +10,7 @@
 4. prints one table (yield of programmable cells, error, pulses and round trips per cell,
    functional check) and writes the plots next to each session.
 
-    .venv/bin/python bench/imprint_culture.py [--cache DIR] [--duration 60] [--neurons 120]
+    .venv/bin/python bench/imprint_culture.py [--quick] [--cache DIR] [--duration 60]
 """
 
 from __future__ import annotations
@@ -151,7 +151,12 @@ def main() -> int:
     parser.add_argument("--cols", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--technologies", default=",".join(TECHNOLOGIES))
+    parser.add_argument(
+        "--quick", action="store_true", help="a 20 s recording and RRAM only (bench/run_all.py)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.duration, args.technologies = 20.0, "rram"
     cache = Path(args.cache)
     session = record(cache / f"culture-{args.neurons}-{args.duration:g}s", args.duration,
                      args.neurons, args.seed)  # fmt: skip
