@@ -18,7 +18,7 @@ from typing import Any
 from drivers.errors import DriverError
 from instrument.config import ConfigError, LabConfig, load
 from instrument.imprint.connectivity import ConnectivityError
-from instrument.imprint.journal import JournalError, open_read
+from instrument.imprint.journal import JournalError
 from instrument.imprint.settings import TECHNOLOGIES
 from instrument.session_files import SessionPathError, find_recording
 
@@ -114,37 +114,20 @@ def _run(
     cmap: Any,
     report_dir: Path,
 ) -> int:
-    from instrument.imprint.report import summary_text, write_plots
-    from instrument.imprint.run import run_imprint
+    from instrument.imprint.service import imprint_session
 
-    if args.physical:
-        from instrument.imprint.physical import run_physical
-
-        summary = run_physical(config, session_file, technology, cmap, report_dir=report_dir)
-        print(summary["text"])
-        return 0
-    result = run_imprint(
+    outcome = imprint_session(
         config,
         session_file,
         technology,
         cmap=cmap,
+        report_dir=report_dir,
+        physical=args.physical,
         resume=args.resume,
         restart=args.restart,
         progress=not args.no_progress,
     )
-    with open_read(session_file) as f:
-        status = f["imprint/characterization_status"][()]
-    plots = write_plots(
-        report_dir,
-        result.rows,  # type: ignore[arg-type]
-        result.final_read_s,
-        result.summary["tolerance_s"],
-        f"{technology}: {result.summary['tiles']} tile(s), session {session_file.parent.name}",
-        status,
-    )
-    text = summary_text(result.summary, result.tiles)
-    (report_dir / "imprint_report.txt").write_text(text + "\n")
-    print(text)
-    for path in plots:
+    print(outcome.text)
+    for path in outcome.plots:
         print(f"  plot: {path}")
     return 0

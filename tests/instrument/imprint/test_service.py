@@ -1,0 +1,50 @@
+"""Fitting a map to the rigs there are (the session imprints what its tiles hold)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from instrument.imprint.connectivity import ConnectivityMap
+from instrument.imprint.run import make_plan, mapping_for
+from instrument.imprint.service import fit_to_tiles, submap
+from tests.instrument.imprint.helpers import config_with, synthetic_map
+
+SMALL = "[crossbar]\nrows = 16\ncols = 16\n"
+
+
+def test_a_map_that_fits_is_kept_whole():
+    config = config_with(SMALL)
+    plan = make_plan(config, "rram")
+    cmap = synthetic_map(n_units=6, n_synapses=12)
+    sel = fit_to_tiles(config, plan, cmap, max_tiles=4)
+    assert sel.complete and sel.cmap is cmap
+    assert sel.tiles == len(mapping_for(config, plan, cmap).tiles)
+
+
+def test_a_large_map_keeps_its_most_connected_units_within_the_tiles():
+    config = config_with(SMALL)
+    plan = make_plan(config, "rram")
+    cmap = synthetic_map(n_units=60, n_synapses=400, seed=5)
+    assert len(mapping_for(config, plan, cmap).tiles) > 2
+    sel = fit_to_tiles(config, plan, cmap, max_tiles=2)
+    assert not sel.complete
+    assert 0 < sel.tiles <= 2
+    assert len(mapping_for(config, plan, sel.cmap).tiles) == sel.tiles
+    # the kept units are the strongest: every dropped unit is at most as strong as any kept one
+    strength = {u: 0.0 for u in cmap.units}
+    for a, b, w in zip(cmap.pre, cmap.post, np.abs(cmap.weight_v), strict=True):
+        strength[a] += w
+        strength[b] += w
+    kept = set(sel.cmap.units.tolist())
+    dropped = [strength[u] for u in cmap.units if u not in kept]
+    assert max(dropped) <= min(strength[u] for u in kept) + 1e-12
+    assert "most connected" in sel.describe()
+
+
+def test_submap_keeps_only_synapses_among_the_units():
+    cmap = ConnectivityMap.from_arrays([1, 2, 3], [2, 3, 1], [1e-3, -1e-3, 2e-3])
+    sub = submap(cmap, np.array([1, 2]))
+    assert sub.pre.tolist() == [1] and sub.post.tolist() == [2]
+    with pytest.raises(ValueError):
+        fit_to_tiles(config_with(SMALL), make_plan(config_with(SMALL), "rram"), cmap, 0)
