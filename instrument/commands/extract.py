@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from calibration.records import CalibrationError
-from instrument.calibration_use import SessionCalibration, calibration_settings, prepare_session
-from instrument.config import ConfigError, LabConfig, load
+from instrument.config import ConfigError, load
 from instrument.extract.params import load_params
-from instrument.extract.pipeline import ExtractionError, ExtractionResult, extract
+from instrument.extract.pipeline import ExtractionError, ExtractionResult
 from instrument.extract.psp import KIND_NAMES
-from instrument.recording import open_recording
 from instrument.session_files import SessionPathError, find_recording
 
 
@@ -74,18 +72,9 @@ def summary_text(result: ExtractionResult) -> str:
     return "\n".join(lines)
 
 
-def _calibration(path: Path, config: LabConfig | None, *, write: bool) -> SessionCalibration | None:
-    """The board's calibration record for a session file (none for NWB input), said aloud."""
-    if path.suffix.lower() == ".nwb":
-        return None
-    calibration = prepare_session(path, calibration_settings(config or load()), write=write)
-    print(f"calibration: {calibration.applied.message}", file=sys.stderr)
-    return calibration
-
-
 def run(args: argparse.Namespace) -> int:
-    from instrument.extract import plots, store
-    from instrument.extract.score import format_scores, score
+    from instrument.extract.score import format_scores
+    from instrument.extract.service import extract_session
 
     try:
         config = load(args.config) if args.config else None
@@ -96,43 +85,28 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else path.parent
     try:
-        calibration = _calibration(path, config, write=not args.no_store)
-        if args.dask:
-            from instrument.extract.distributed import extract_distributed
-
-            if calibration is not None and not calibration.written and calibration.gain is not None:
-                print(
-                    "warning: --no-store: Dask workers read the file's own gains", file=sys.stderr
-                )
-            result = extract_distributed(path, params, address=args.dask, progress=not args.quiet)
-            with open_recording(path) as rec:
-                truth = rec.truth
-        else:
-            with open_recording(path) as rec:
-                truth = rec.truth
-                if calibration is not None:
-                    calibration.apply(rec)
-                result = extract(rec, params, progress=not args.quiet)
+        outcome = extract_session(
+            path,
+            out,
+            params,
+            config=config,
+            dask=args.dask,
+            store_results=not args.no_store,
+            progress=not args.quiet,
+        )
     except (ExtractionError, ConfigError, OSError, KeyError, ValueError, CalibrationError) as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 1
+    if outcome.calibration_message:
+        print(f"calibration: {outcome.calibration_message}", file=sys.stderr)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = outcome.result
     print(summary_text(result))
-    if truth is not None:
-        result.scores = score(result, truth)
+    if result.scores is not None:
         print("\nscores against the emulator's ground truth:")
         print(format_scores(result.scores))
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.no_store:
-        target = path if path.suffix.lower() in (".h5", ".hdf5") else out / "extraction.h5"
-        try:
-            store.write_results(target, result)
-        except OSError as exc:
-            print(f"error: cannot write results into {target}: {exc}", file=sys.stderr)
-            return 1
-        print(f"\nstored /spikes and /connectivity in {target}")
-    conn_csv, units_csv = store.export_csv(result, out)
-    graph = store.export_graphml(result, out / "connectivity.graphml")
-    psp_png = plots.plot_average_psp(result, out / "average_psp.png")
-    mat_png = plots.plot_connectivity_matrix(result, out / "connectivity_matrix.png")
-    print("wrote " + ", ".join(str(p) for p in (conn_csv, units_csv, graph, psp_png, mat_png)))
+    if outcome.stored_in is not None:
+        print(f"\nstored /spikes and /connectivity in {outcome.stored_in}")
+    print("wrote " + ", ".join(str(p) for p in outcome.written))
     return 0
