@@ -37,6 +37,9 @@ WIDTH = 64
 TIME_WINDOW = 1000
 """Decimated samples per window of the spike visiting order (see the module docstring)."""
 
+_PAIR_SEGMENT = 4096
+"""Decimated samples per time segment of the candidate-pair kernels (cache-sized)."""
+
 
 @numba.njit(cache=True, parallel=True)
 def prefix_blocks(x: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
@@ -137,14 +140,21 @@ def jitter(seed: int, unit: int, surrogate: int, spike: int, j_min: int, j_max: 
 
 @numba.njit(cache=True)
 def _features(
-    qrow: np.ndarray, t: int, bnd: np.ndarray, windows: np.ndarray, f: np.ndarray
+    qrow: np.ndarray,
+    t: int,
+    bnd: np.ndarray,
+    windows: np.ndarray,
+    inv_width: np.ndarray,
+    vals: np.ndarray,
+    f: np.ndarray,
 ) -> None:
-    """f[r] = mean over response window r − mean over the baseline, at trigger ``t``."""
-    base = (qrow[t + bnd[1]] - qrow[t + bnd[0]]) / (bnd[1] - bnd[0])
+    """f[r] = mean over response window r − mean over the baseline, at trigger ``t``
+    (``inv_width[r + 1]`` = 1 / window width, ``inv_width[0]`` for the baseline)."""
+    for m in range(bnd.size):
+        vals[m] = qrow[t + bnd[m]]
+    base = (vals[1] - vals[0]) * inv_width[0]
     for r in range(f.size):
-        a = bnd[windows[r, 0]]
-        b = bnd[windows[r, 1]]
-        f[r] = (qrow[t + b] - qrow[t + a]) / (b - a) - base
+        f[r] = (vals[windows[r, 1]] - vals[windows[r, 0]]) * inv_width[r + 1] - base
 
 
 @numba.njit(cache=True, parallel=True)
@@ -153,8 +163,8 @@ def pair_statistics(
     valid: np.ndarray,
     event: np.ndarray,
     ok: np.ndarray,
+    post_ptr: np.ndarray,
     pair_pre: np.ndarray,
-    pair_post: np.ndarray,
     trig_ptr: np.ndarray,
     trig_t: np.ndarray,
     bnd: np.ndarray,
@@ -172,101 +182,122 @@ def pair_statistics(
 ) -> None:
     """Per candidate pair: response statistics and their jittered-surrogate null.
 
-    ``q`` (P, T + 1) float64 prefix sums of the post units' traces; ``valid`` (P, T) bool:
-    a trigger at t counts for post unit p (no spike of p nearby, not in a burst or gap);
-    ``event`` (P, T) bool: p fires in the response window after t; ``ok`` (T,) bool: any
-    trigger at t is usable (windows inside the data, not in a burst). Triggers of pre
-    unit u are ``trig_t[trig_ptr[u]:trig_ptr[u+1]]`` (decimated samples). For pair k:
+    Post unit p's candidate pairs are ``post_ptr[p]`` … ``post_ptr[p + 1]`` (pre units
+    ``pair_pre``). ``q`` (P, T + 1) float64 prefix sums of the post units' traces;
+    ``valid`` (P, T) bool: a trigger at t counts for post unit p (no spike of p nearby, not
+    in a burst or gap); ``event`` (P, T) bool: p fires in the response window after t;
+    ``ok`` (T,) bool: any trigger at t is usable. Triggers of pre unit u are
+    ``trig_t[trig_ptr[u]:trig_ptr[u+1]]`` (decimated samples, sorted). For pair k:
 
     - ``out_mean[k, r]``, ``out_sd[k, r]``: mean and SD over valid triggers of the
       response in window r (``windows[r]``: boundary indices; window mean − baseline
       mean), ``out_n[k]`` their number;
     - ``out_null_mean``, ``out_null_sd``: mean and SD of the same mean response over
-      ``n_surrogates`` surrogate trains (every spike jittered by ±[j_min, j_max],
-      surrogate triggers validated exactly like real ones);
+      ``n_surrogates`` surrogate trains (every usable trigger jittered by ±[j_min, j_max],
+      the jittered triggers validated exactly like real ones);
     - ``out_event[k] = (P_obs, P_null)``: fraction of usable triggers followed by a post
       spike in the response window, observed and in the surrogates.
+
+    Each post unit's pairs advance through time together, segment by segment, so every
+    read falls in a short stretch of that unit's arrays (cache-resident).
     """
     n_bins = windows.shape[0]
-    T = valid.shape[1]
+    n_post, T = valid.shape
+    n_s = n_surrogates
+    inv_width = np.empty(n_bins + 1)
+    inv_width[0] = 1.0 / (bnd[1] - bnd[0])
+    for r in range(n_bins):
+        inv_width[r + 1] = 1.0 / (bnd[windows[r, 1]] - bnd[windows[r, 0]])
     lo_reach = -bnd[0] + j_max
     hi_reach = bnd[-1] + j_max
-    for k in numba.prange(pair_pre.size):
-        u = pair_pre[k]
-        p = pair_post[k]
+    for p in numba.prange(n_post):
+        k0 = post_ptr[p]
+        n_k = post_ptr[p + 1] - k0
+        if n_k == 0:
+            continue
         qrow = q[p]
         vrow = valid[p]
         erow = event[p]
-        trig = trig_t[trig_ptr[u] : trig_ptr[u + 1]]
         f = np.empty(n_bins)
-        s1 = np.zeros(n_bins)
-        s2 = np.zeros(n_bins)
-        n = 0
-        n_ok = 0
-        n_ev = 0
-        for i in range(trig.size):
-            t = trig[i]
-            if t < lo_reach or t >= T - hi_reach:
-                continue
-            if ok[t]:
-                n_ok += 1
-                if erow[t]:
-                    n_ev += 1
-            if vrow[t]:
-                _features(qrow, t, bnd, windows, f)
-                for r in range(n_bins):
-                    s1[r] += f[r]
-                    s2[r] += f[r] * f[r]
-                n += 1
-        out_n[k] = n
-        for r in range(n_bins):
-            mean = s1[r] / n if n > 0 else 0.0
-            out_mean[k, r] = mean
-            var = s2[r] / n - mean * mean if n > 1 else 0.0
-            out_sd[k, r] = np.sqrt(max(var, 0.0) * n / (n - 1)) if n > 1 else 0.0
-        out_event[k, 0] = n_ev / n_ok if n_ok > 0 else 0.0
-        # surrogates
-        m1 = np.zeros(n_bins)
-        m2 = np.zeros(n_bins)
-        ev_sum = 0.0
-        for s in range(n_surrogates):
-            ss = np.zeros(n_bins)
-            ns = 0
-            s_ok = 0
-            s_ev = 0
-            for i in range(trig.size):
-                t0 = trig[i]
-                if t0 < lo_reach or t0 >= T - hi_reach:
-                    continue
-                t = t0 + jitter(seed, u, s, i, j_min, j_max)
-                if ok[t]:
-                    s_ok += 1
-                    if erow[t]:
-                        s_ev += 1
-                if vrow[t]:
-                    _features(qrow, t, bnd, windows, f)
-                    for r in range(n_bins):
-                        ss[r] += f[r]
-                    ns += 1
+        vals = np.empty(bnd.size)
+        s1 = np.zeros((n_k, n_bins))
+        s2 = np.zeros((n_k, n_bins))
+        n = np.zeros(n_k, dtype=np.int64)
+        n_ok = np.zeros(n_k, dtype=np.int64)
+        n_ev = np.zeros(n_k, dtype=np.int64)
+        ss = np.zeros((n_k, n_s, n_bins))
+        s_n = np.zeros((n_k, n_s), dtype=np.int64)
+        s_ok = np.zeros((n_k, n_s), dtype=np.int64)
+        s_ev = np.zeros((n_k, n_s), dtype=np.int64)
+        cursor = np.empty(n_k, dtype=np.int64)
+        for kk in range(n_k):
+            cursor[kk] = trig_ptr[pair_pre[k0 + kk]]
+        for seg in range(0, T, _PAIR_SEGMENT):
+            seg_end = seg + _PAIR_SEGMENT
+            for kk in range(n_k):
+                u = pair_pre[k0 + kk]
+                first = trig_ptr[u]
+                end = trig_ptr[u + 1]
+                i = cursor[kk]
+                while i < end and trig_t[i] < seg_end:
+                    t0 = trig_t[i]
+                    if t0 >= lo_reach and t0 < T - hi_reach and ok[t0]:
+                        n_ok[kk] += 1
+                        if erow[t0]:
+                            n_ev[kk] += 1
+                        if vrow[t0]:
+                            _features(qrow, t0, bnd, windows, inv_width, vals, f)
+                            for r in range(n_bins):
+                                s1[kk, r] += f[r]
+                                s2[kk, r] += f[r] * f[r]
+                            n[kk] += 1
+                        for s in range(n_s):
+                            t = t0 + jitter(seed, u, s, i - first, j_min, j_max)
+                            if ok[t]:
+                                s_ok[kk, s] += 1
+                                if erow[t]:
+                                    s_ev[kk, s] += 1
+                            if vrow[t]:
+                                _features(qrow, t, bnd, windows, inv_width, vals, f)
+                                for r in range(n_bins):
+                                    ss[kk, s, r] += f[r]
+                                s_n[kk, s] += 1
+                    i += 1
+                cursor[kk] = i
+        for kk in range(n_k):
+            k = k0 + kk
+            nk = n[kk]
+            out_n[k] = nk
             for r in range(n_bins):
-                v = ss[r] / ns if ns > 0 else 0.0
-                m1[r] += v
-                m2[r] += v * v
-            ev_sum += s_ev / s_ok if s_ok > 0 else 0.0
-        for r in range(n_bins):
-            mean = m1[r] / n_surrogates
-            out_null_mean[k, r] = mean
-            var = (m2[r] / n_surrogates - mean * mean) * n_surrogates / (n_surrogates - 1)
-            out_null_sd[k, r] = np.sqrt(max(var, 0.0))
-        out_event[k, 1] = ev_sum / n_surrogates
+                mean = s1[kk, r] / nk if nk > 0 else 0.0
+                out_mean[k, r] = mean
+                var = s2[kk, r] / nk - mean * mean if nk > 1 else 0.0
+                out_sd[k, r] = np.sqrt(max(var, 0.0) * nk / (nk - 1)) if nk > 1 else 0.0
+                m1 = 0.0
+                m2 = 0.0
+                for s in range(n_s):
+                    v = ss[kk, s, r] / s_n[kk, s] if s_n[kk, s] > 0 else 0.0
+                    m1 += v
+                    m2 += v * v
+                mean = m1 / n_s
+                out_null_mean[k, r] = mean
+                var = (m2 / n_s - mean * mean) * n_s / (n_s - 1)
+                out_null_sd[k, r] = np.sqrt(max(var, 0.0))
+            out_event[k, 0] = n_ev[kk] / n_ok[kk] if n_ok[kk] > 0 else 0.0
+            ev = 0.0
+            for s in range(n_s):
+                ev += s_ev[kk, s] / s_ok[kk, s] if s_ok[kk, s] > 0 else 0.0
+            out_event[k, 1] = ev / n_s
 
 
 @numba.njit(cache=True, parallel=True)
 def average_traces(
     x: np.ndarray,
     valid: np.ndarray,
+    gain: np.ndarray,
+    gain_step: int,
+    post_ptr: np.ndarray,
     pair_pre: np.ndarray,
-    pair_post: np.ndarray,
     trig_ptr: np.ndarray,
     trig_t: np.ndarray,
     first: int,
@@ -274,35 +305,54 @@ def average_traces(
     lo_reach: int,
     hi_reach: int,
     out: np.ndarray,
+    out_gain: np.ndarray,
 ) -> None:
-    """``out[k, l]``: mean of post trace ``x[pair_post[k]]`` at ``t + first + l`` over the
-    valid triggers t of ``pair_pre[k]`` (the same triggers :func:`pair_statistics` uses)."""
-    T = valid.shape[1]
-    for k in numba.prange(pair_pre.size):
-        u = pair_pre[k]
-        p = pair_post[k]
+    """``out[k, l]``: mean of the post trace at ``t + first + l`` over the valid triggers t of
+    pair k (the triggers :func:`pair_statistics` uses, skipping any that touch NaN);
+    ``out_gain[k]``: the post electrode's gain (``gain[p, t // gain_step]``) averaged over
+    the same triggers. Pairs are grouped by post unit as in :func:`pair_statistics`."""
+    n_post, T = valid.shape
+    for p in numba.prange(n_post):
+        k0 = post_ptr[p]
+        n_k = post_ptr[p + 1] - k0
+        if n_k == 0:
+            continue
         row = x[p]
         vrow = valid[p]
-        trig = trig_t[trig_ptr[u] : trig_ptr[u + 1]]
-        acc = np.zeros(n_lags)
-        n = 0
-        for i in range(trig.size):
-            t = trig[i]
-            if t < lo_reach or t >= T - hi_reach or not vrow[t]:
-                continue
-            ok = True
+        acc = np.zeros((n_k, n_lags))
+        g_acc = np.zeros(n_k)
+        n = np.zeros(n_k, dtype=np.int64)
+        cursor = np.empty(n_k, dtype=np.int64)
+        for kk in range(n_k):
+            cursor[kk] = trig_ptr[pair_pre[k0 + kk]]
+        for seg in range(0, T, _PAIR_SEGMENT):
+            seg_end = seg + _PAIR_SEGMENT
+            for kk in range(n_k):
+                end = trig_ptr[pair_pre[k0 + kk] + 1]
+                i = cursor[kk]
+                while i < end and trig_t[i] < seg_end:
+                    t = trig_t[i]
+                    i += 1
+                    if t < lo_reach or t >= T - hi_reach or not vrow[t]:
+                        continue
+                    good = True
+                    for lag in range(n_lags):
+                        v = row[t + first + lag]
+                        if v != v:
+                            good = False
+                            break
+                    if not good:
+                        continue
+                    for lag in range(n_lags):
+                        acc[kk, lag] += row[t + first + lag]
+                    g_acc[kk] += gain[p, min(t // gain_step, gain.shape[1] - 1)]
+                    n[kk] += 1
+                cursor[kk] = i
+        for kk in range(n_k):
+            k = k0 + kk
             for lag in range(n_lags):
-                v = row[t + first + lag]
-                if v != v:
-                    ok = False
-                    break
-            if not ok:
-                continue
-            for lag in range(n_lags):
-                acc[lag] += row[t + first + lag]
-            n += 1
-        for lag in range(n_lags):
-            out[k, lag] = acc[lag] / n if n > 0 else np.nan
+                out[k, lag] = acc[kk, lag] / n[kk] if n[kk] > 0 else np.nan
+            out_gain[k] = g_acc[kk] / n[kk] if n[kk] > 0 else np.nan
 
 
 @numba.njit(cache=True)

@@ -134,11 +134,15 @@ class ExtractionParams:
     """…and end this long after it, s."""
     onset_fraction: float = 0.2
     """The PSP onset latency is where the average first reaches this fraction of its peak."""
-    min_latency_s: float = 0.5e-3
+    min_latency_s: float = 0.75e-3
     """Chemical connections must start at least this long after the presynaptic spike
     (earlier onsets are common input that also drove the presynaptic spike), s…"""
-    max_latency_s: float = 5e-3
-    """…and at most this long (later onsets are disynaptic: synaptic delays are 1–5 ms), s."""
+    max_latency_s: float = 4.5e-3
+    """…and at most this long (later onsets are disynaptic: synaptic delays are 1–5 ms and
+    the onset, measured at the decimated rate, reads about 0.3 ms late), s."""
+    dale: bool = True
+    """Dale's law: a unit's outgoing chemical connections share one sign. With two or more,
+    the minority sign (votes weighted by z, capped at 10) is dropped as indirect."""
 
     def to_json(self) -> str:
         """All parameters as JSON text (stored with the results)."""

@@ -244,6 +244,9 @@ class GroupResult:
     """(K, L) average trace of each candidate with p ≤ fdr (NaN rows otherwise), V."""
     trace_gain: np.ndarray
     """(K,) post electrode gain averaged over the triggers of the average."""
+    timings_s: dict[str, float] = field(default_factory=dict)
+    n_updates: int = 0
+    """Accumulator updates of the all-pairs kernel (spikes × post units × boundaries)."""
 
 
 def _unit_masks(x: np.ndarray, inp: GroupInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -294,6 +297,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     ``x`` (len(posts), T) float32: the post units' decimated subthreshold traces.
     """
     params = inp.params
+    clock = time.perf_counter()
     n_post, n_dec = x.shape
     bnd = np.asarray(params.boundaries(), dtype=np.int64)
     windows = np.asarray(params.windows(), dtype=np.int64)
@@ -328,15 +332,16 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         averaging.screen_kernel(
             view, acc, pp[order].astype(np.int64), (tt[order] - lo).astype(np.int64), bnd
         )
-    sums = acc.transpose(1, 0, 3, 2).reshape(n_pre, n_blocks * averaging.WIDTH, bnd.size)
-    sums = sums[:, :n_post].astype(np.float64)
+    timings = {"screen_kernel_s": time.perf_counter() - clock}
+    n_updates = int(t_all.size) * n_post * int(bnd.size)
     n_trig = trig.n_ok[pres]
-    responses = psp.bin_responses(sums, n_trig[:, None], bnd, windows)
-    allowed = (pres[:, None] != inp.posts[None, :]) & (n_trig[:, None] >= params.min_triggers)
-    scr = psp.screen(responses, n_trig, allowed)
-    n_tested = int(allowed.sum())
-    c_pre, c_post = psp.candidates(scr.z, params.screen_z, params.max_candidates_per_post)
-    screen_best = np.abs(scr.z[c_pre, c_post]).max(axis=1) if c_pre.size else np.zeros(0)
+    c_pre, c_post, screen_best = psp.screen_candidates(
+        acc, n_trig, bnd, windows, pres, inp.posts, params
+    )
+    enough = n_trig >= params.min_triggers
+    n_tested = int(enough.sum()) * n_post - int(np.isin(inp.posts, pres[enough]).sum())
+    timings["screen_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     # ---- candidates: exclusions, surrogates, events
     q64, valid, event = _unit_masks(x, inp)
     k = c_pre.size
@@ -347,9 +352,10 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     null_sd = np.zeros((k, n_bins))
     ev = np.zeros((k, 2))
     pre_units = pres[c_pre]
+    post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
         averaging.pair_statistics(
-            q64, valid, event, trig.ok, pre_units.astype(np.int64), c_post.astype(np.int64),
+            q64, valid, event, trig.ok, post_ptr, pre_units.astype(np.int64),
             trig.ptr, trig.t, bnd, windows, params.n_surrogates, params.seed,
             params.dec(params.jitter_min_s), params.dec(params.jitter_s),
             mean, sd, n, null_mean, null_sd, ev,
@@ -361,6 +367,8 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     ) >= SAME_NEURON_EXCESS  # fmt: skip
     sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates)
     p = np.where(same, 1.0, sig.p)
+    timings["surrogates_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     # ---- average traces of the pairs that may survive BH (p <= fdr)
     first = -params.dec(params.average_before_s)
     n_lags = params.dec(params.average_after_s) - first + 1
@@ -369,22 +377,23 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     keep = np.flatnonzero(p <= params.fdr)
     if keep.size:
         out = np.zeros((keep.size, n_lags))
+        out_gain = np.zeros(keep.size)
         lo_reach = max(-first, -int(bnd[0])) + params.dec(params.jitter_s)
         hi_reach = max(first + n_lags, int(bnd[-1])) + params.dec(params.jitter_s)
+        keep_ptr = np.searchsorted(c_post[keep], np.arange(n_post + 1)).astype(np.int64)
         averaging.average_traces(
-            x, valid, pre_units[keep].astype(np.int64), c_post[keep].astype(np.int64),
-            trig.ptr, trig.t, first, n_lags, lo_reach, hi_reach, out,
+            x, valid, inp.gain, inp.chunk_dec, keep_ptr, pre_units[keep].astype(np.int64),
+            trig.ptr, trig.t, first, n_lags, lo_reach, hi_reach, out, out_gain,
         )  # fmt: skip
         traces[keep] = out
-        for i, kk in enumerate(keep):
-            ts = trig.t[trig.ptr[pre_units[kk]] : trig.ptr[pre_units[kk] + 1]]
-            ts = ts[(ts < n_dec) & valid[c_post[kk], np.minimum(ts, n_dec - 1)]]
-            g = inp.gain[c_post[kk], np.minimum(ts // inp.chunk_dec, inp.gain.shape[1] - 1)]
-            tgain[kk] = float(g.mean()) if g.size else np.nan
-            del i
+        tgain[keep] = out_gain
+    noise = trace_noise(x, valid, params)
+    timings["averages_s"] = time.perf_counter() - clock
     return GroupResult(
         posts=inp.posts,
-        trace_sd_v=trace_noise(x, valid, params),
+        trace_sd_v=noise,
+        timings_s=timings,
+        n_updates=n_updates,
         mean_gain=inp.gain.mean(axis=1) if inp.gain.size else np.zeros(n_post),
         n_tested=n_tested,
         pre=pre_units.astype(np.int64),
@@ -484,6 +493,9 @@ class ExtractionResult:
     sample_rate_hz: float
     n_channels: int
     source: str = ""
+    work: dict[str, float] = field(default_factory=dict)
+    """Per-stage time summed over groups (``screen_kernel_s``, ``screen_s``,
+    ``surrogates_s``, ``averages_s``) and the all-pairs kernel's ``screen_updates``."""
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
     """Every candidate pair of the screen: ``pre``, ``post`` (units), ``screen_z``, ``p``."""
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -533,6 +545,8 @@ def assemble(
     direct = (kind == psp.KIND_ELECTRICAL) | (
         (onset >= params.min_latency_s) & (onset <= params.max_latency_s)
     )
+    if params.dale:
+        direct &= ~dale_minority(pre[sel], kind, z, best)
     keep = np.flatnonzero(direct)
     sel, traces, z, best, event = sel[keep], traces[keep], z[keep], best[keep], event[keep]
     kind, strong, sign = kind[keep], strong[keep], sign[keep]
@@ -573,6 +587,10 @@ def assemble(
     )
     first = -params.dec(params.average_before_s)
     lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
+    work: dict[str, float] = {"screen_updates": float(sum(g.n_updates for g in groups))}
+    for g in groups:
+        for key, value in g.timings_s.items():
+            work[key] = work.get(key, 0.0) + value
     return ExtractionResult(
         params=params,
         units=units,
@@ -589,7 +607,24 @@ def assemble(
         n_channels=n_channels,
         source=source,
         candidates={"pre": pre, "post": post, "screen_z": cat("screen_z"), "p": p},
+        work=work,
     )
+
+
+def dale_minority(pre: np.ndarray, kind: np.ndarray, z: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """(K,) bool: chemical connections whose sign is the minority among their pre unit's
+    (two or more chemical connections; votes weighted by |z| capped at 10)."""
+    chem = kind != psp.KIND_ELECTRICAL
+    sign = np.where(kind == psp.KIND_EXCITATORY, 1.0, -1.0)
+    weight = np.minimum(np.abs(z[np.arange(kind.size), best]), 10.0) if kind.size else sign
+    out = np.zeros(kind.size, dtype=bool)
+    for u in np.unique(pre[chem]):
+        idx = np.flatnonzero((pre == u) & chem)
+        if idx.size < 2:
+            continue
+        majority = 1.0 if np.sum(sign[idx] * weight[idx]) >= 0 else -1.0
+        out[idx[sign[idx] != majority]] = True
+    return out
 
 
 def _baseline(traces: np.ndarray, params: ExtractionParams) -> np.ndarray:

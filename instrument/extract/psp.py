@@ -7,8 +7,9 @@ coupling), the bins between the response edges, and one wide window over all bin
 the last (where PSPs peak: the nearest to a matched filter the bins allow).
 
 1. **Screen (all pairs).** For each post unit the responses to *every* pre unit, scaled
-   by √(triggers), estimate its null spread robustly (1.4826 × MAD across pre units: most
-   pairs are not connected). Pairs with a bin beyond ``screen_z`` become candidates.
+   by √(triggers), estimate its null centre and spread robustly (median and 1.4826 × MAD
+   across pre units: most pairs are not connected). Pairs with a window beyond
+   ``screen_z`` become candidates (at most ``max_candidates_per_post``, the strongest).
 2. **Significance (candidates).** Triggers near the post unit's own spikes are left out
    (``exclude_before_s``/``exclude_after_s``), and every surrogate (``n_surrogates``
    trains, each spike jittered by ±[``jitter_min_s``, ``jitter_s``]) is treated exactly
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.special import erfc
 
@@ -64,44 +66,144 @@ def bin_responses(
     return np.stack([mean(a, b) - base for a, b in windows], axis=-1)
 
 
-@dataclass
-class Screen:
-    """The all-pairs screen for a group of post units."""
+@numba.njit(cache=True)
+def _select(a: np.ndarray, m: int, kth: int) -> float:
+    """The ``kth`` smallest of ``a[:m]`` (reorders ``a[:m]``; Hoare's quickselect)."""
+    lo = 0
+    hi = m - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if kth <= j:
+            hi = j
+        elif kth >= i:
+            lo = i
+        else:
+            break
+    return a[kth]
 
-    z: np.ndarray
-    """(n_pre, n_post, R) float32 robust z of each bin's response."""
-    trial_sd_v: np.ndarray
-    """(n_post, R) robust SD of a single trial's response, per post unit and bin, V."""
+
+@numba.njit(cache=True, parallel=True)
+def screen_scan(
+    acc: np.ndarray,
+    n_trig: np.ndarray,
+    bnd: np.ndarray,
+    windows: np.ndarray,
+    pre_units: np.ndarray,
+    post_units: np.ndarray,
+    min_triggers: int,
+    screen_z: float,
+    out_count: np.ndarray,
+    out_pre: np.ndarray,
+    out_z: np.ndarray,
+) -> None:
+    """The all-pairs screen, straight from the kernel's accumulators.
+
+    ``acc`` (blocks, n_pre, M, W): Σ over each pre unit's triggers of each post unit's prefix
+    sum at each boundary (post p in block p // W, lane p % W); ``n_trig`` (n_pre,). For each
+    post unit: responses (window mean − baseline mean) × √triggers of every allowed pre
+    unit (enough triggers, not itself), their robust centre and spread (median, 1.4826 ×
+    MAD) per window, z; pre units whose largest |z| reaches ``screen_z`` are written to
+    ``out_pre[p, :out_count[p]]`` with that |z| (the strongest first, at most
+    ``out_pre.shape[1]``).
+    """
+    n_post = post_units.size
+    n_pre = n_trig.size
+    width = acc.shape[3]
+    n_win = windows.shape[0]
+    cap = out_pre.shape[1]
+    for p in numba.prange(n_post):
+        b = p // width
+        c = p % width
+        a = acc[b]
+        y = np.empty((n_win, n_pre))
+        idx = np.empty(n_pre, dtype=np.int64)
+        m = 0
+        for i in range(n_pre):
+            n = n_trig[i]
+            if n < min_triggers or pre_units[i] == post_units[p]:
+                continue
+            base = (np.float64(a[i, 1, c]) - a[i, 0, c]) / ((bnd[1] - bnd[0]) * n)
+            for r in range(n_win):
+                lo = windows[r, 0]
+                hi = windows[r, 1]
+                mean = (np.float64(a[i, hi, c]) - a[i, lo, c]) / ((bnd[hi] - bnd[lo]) * n)
+                y[r, m] = (mean - base) * np.sqrt(n)
+            idx[m] = i
+            m += 1
+        out_count[p] = 0
+        if m < 8:
+            continue
+        center = np.empty(n_win)
+        spread = np.empty(n_win)
+        work = np.empty(m)
+        for r in range(n_win):
+            for k in range(m):
+                work[k] = y[r, k]
+            center[r] = _select(work, m, m // 2)
+            for k in range(m):
+                work[k] = abs(y[r, k] - center[r])
+            spread[r] = 1.4826 * _select(work, m, m // 2)
+        score = np.zeros(m)
+        for k in range(m):
+            best = 0.0
+            for r in range(n_win):
+                if spread[r] > 0:
+                    zz = abs(y[r, k] - center[r]) / spread[r]
+                    if zz > best:
+                        best = zz
+            score[k] = best
+        hits = np.flatnonzero(score >= screen_z)
+        if hits.size > cap:
+            order = np.argsort(-score[hits], kind="mergesort")[:cap]
+            hits = np.sort(hits[order])
+        for k in range(hits.size):
+            out_pre[p, k] = idx[hits[k]]
+            out_z[p, k] = score[hits[k]]
+        out_count[p] = hits.size
 
 
-def screen(responses: np.ndarray, n: np.ndarray, allowed: np.ndarray) -> Screen:
-    """Robust z-scores of ``responses`` (n_pre, n_post, R) with ``n`` (n_pre,) triggers;
-    ``allowed`` (n_pre, n_post) marks the pairs that enter the null (and get a z)."""
-    y = responses * np.sqrt(np.maximum(n, 0))[:, None, None]
-    y = np.where(allowed[..., None], y, np.nan)
-    center = np.nanmedian(y, axis=0)
-    spread = 1.4826 * np.nanmedian(np.abs(y - center[None]), axis=0)
-    spread = np.where(spread > 0, spread, np.nan)
-    z = (y - center[None]) / spread[None]
-    z = np.where(np.isfinite(z), z, 0.0).astype(np.float32)
-    return Screen(z=z, trial_sd_v=np.nan_to_num(spread))
-
-
-def candidates(z: np.ndarray, screen_z: float, max_per_post: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pre, post) indices of the pairs whose strongest |z| reaches ``screen_z`` (at most
-    ``max_per_post`` strongest per post unit), sorted by (post, pre)."""
-    score = np.abs(z).max(axis=-1)
-    pre_l, post_l = [], []
-    for j in range(score.shape[1]):
-        col = score[:, j]
-        hit = np.flatnonzero(col >= screen_z)
-        if hit.size > max_per_post:
-            hit = np.sort(hit[np.argsort(-col[hit], kind="stable")[:max_per_post]])
-        pre_l.append(hit)
-        post_l.append(np.full(hit.size, j))
-    pre = np.concatenate(pre_l) if pre_l else np.zeros(0, dtype=np.int64)
-    post = np.concatenate(post_l) if post_l else np.zeros(0, dtype=np.int64)
-    return pre.astype(np.int64), post.astype(np.int64)
+def screen_candidates(
+    acc: np.ndarray,
+    n_trig: np.ndarray,
+    bnd: np.ndarray,
+    windows: np.ndarray,
+    pre_units: np.ndarray,
+    post_units: np.ndarray,
+    params: ExtractionParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pre index, post index, screen |z|) of the candidate pairs, sorted by (post, pre)."""
+    n_post = post_units.size
+    cap = params.max_candidates_per_post
+    count = np.zeros(n_post, dtype=np.int64)
+    out_pre = np.zeros((n_post, cap), dtype=np.int64)
+    out_z = np.zeros((n_post, cap), dtype=np.float64)
+    screen_scan(
+        acc, n_trig.astype(np.int64), bnd, windows, pre_units.astype(np.int64),
+        post_units.astype(np.int64), int(params.min_triggers), float(params.screen_z),
+        count, out_pre, out_z,
+    )  # fmt: skip
+    mask = np.arange(cap)[None, :] < count[:, None]
+    post = np.repeat(np.arange(n_post, dtype=np.int64), count)
+    return out_pre[mask], post, out_z[mask]
 
 
 @dataclass

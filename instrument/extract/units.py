@@ -54,14 +54,24 @@ class ChannelSummary:
     def n_channels(self) -> int:
         return int(self.rail_fraction.shape[0])
 
+    @property
+    def ptr(self) -> np.ndarray:
+        """(C + 1,) int64: channel c's spikes are [ptr[c], ptr[c + 1])."""
+        cached = self.__dict__.get("_ptr")
+        if cached is None or cached.shape[0] != self.n_channels + 1:
+            counts = np.bincount(self.spike_channel, minlength=self.n_channels)
+            cached = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            self.__dict__["_ptr"] = cached
+        return cached
+
     def spikes_of(self, channel: int) -> np.ndarray:
         """Raw samples of ``channel``'s spikes, sorted."""
-        lo, hi = np.searchsorted(self.spike_channel, [channel, channel + 1])
-        return self.spike_sample[lo:hi]
+        ptr = self.ptr
+        return self.spike_sample[ptr[channel] : ptr[channel + 1]]
 
     def heights_of(self, channel: int) -> np.ndarray:
-        lo, hi = np.searchsorted(self.spike_channel, [channel, channel + 1])
-        return self.spike_height_v[lo:hi]
+        ptr = self.ptr
+        return self.spike_height_v[ptr[channel] : ptr[channel + 1]]
 
 
 def mark_bad(
@@ -129,13 +139,13 @@ CHANCE_LAGS_S = (-9e-3, -7e-3, -5e-3, -3e-3, 3e-3, 5e-3, 7e-3, 9e-3)
 """Lags at which coincidences measure chance co-firing (bursts), s."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _coincidence_table(
     ptr: np.ndarray, samples: np.ndarray, pairs: np.ndarray, window: int, lags: np.ndarray
 ) -> np.ndarray:
     """(P, len(lags)) coincidences of train pairs[p, 0] with train pairs[p, 1] shifted by lag."""
     out = np.zeros((pairs.shape[0], lags.size), dtype=np.int64)
-    for p in range(pairs.shape[0]):
+    for p in numba.prange(pairs.shape[0]):
         a = samples[ptr[pairs[p, 0]] : ptr[pairs[p, 0] + 1]]
         b = samples[ptr[pairs[p, 1]] : ptr[pairs[p, 1] + 1]]
         for li in range(lags.size):
@@ -209,8 +219,9 @@ def merge_units(
         tree = cKDTree(np.asarray(positions_m)[active])
         pairs = np.array(sorted(tree.query_pairs(params.merge_distance_m)), dtype=np.int64)
         pairs = active[pairs.reshape(-1, 2)]
-        ptr = np.searchsorted(summary.spike_channel, np.arange(n_ch + 1)).astype(np.int64)
-        excess = excess_coincidence(ptr, summary.spike_sample, pairs, window, sample_rate_hz)
+        excess = excess_coincidence(
+            summary.ptr, summary.spike_sample, pairs, window, sample_rate_hz
+        )
         for (a, b), frac in zip(pairs.tolist(), excess.tolist(), strict=True):
             if frac < params.merge_min_coincidence:
                 continue
@@ -269,7 +280,7 @@ def gain_series(
     from instrument.extract.averaging import group_medians
 
     out = np.zeros((units.n_units, n_chunks))
-    ptr = np.searchsorted(summary.spike_channel, np.arange(summary.n_channels + 1))
+    ptr = summary.ptr
     centers = np.arange(n_chunks)
     for u in range(units.n_units):
         c = int(units.best[u])
