@@ -455,3 +455,93 @@ def _stuck_line(record: CalibrationRecord, array: Any) -> list[str]:
         f"stuck cells found: {int((found & stuck).sum())} of the emulator's {int(stuck.sum())}"
         f" (false alarms: {int((found & ~stuck).sum())})"
     ]
+
+
+# --- the session's calibration stage ---------------------------------------------------------
+
+
+def _valid(ctx: _Context, kind: str, identities: dict[str, Any], primary: str) -> str | None:
+    """The id of a valid record in the store for these instruments, else None (a crossbar
+    record must also be of this array's size, architecture and technology)."""
+    chosen = ctx.store.select(kind, identities, primary=primary)
+    record = chosen.record
+    if record is None or chosen.check is None or not chosen.check.ok:
+        return None
+    if kind == "crossbar":
+        crossbar = ctx.config.crossbar
+        measured = record.info.get("settings", {})
+        shape = np.shape(record.value("line_row_ohm")) + np.shape(record.value("line_col_ohm"))
+        if shape != (crossbar.rows, crossbar.cols) or any(
+            measured.get(key, now) != now
+            for key, now in (
+                ("architecture", crossbar.architecture),
+                ("technology", crossbar.technology),
+            )
+        ):
+            return None
+    return record.record_id
+
+
+def ensure_records(
+    config: LabConfig,
+    *,
+    out: Path,
+    lab: Any = None,
+    cells: bool = False,
+    progress: bool = True,
+    operator: str | None = None,
+) -> dict[str, str]:
+    """Use the store's valid records; calibrate (and file) every instrument that has none.
+
+    The session's calibration stage. ``cells`` also measures the crossbar cells' windows
+    (they rewrite every cell; the imprint characterizes its cells anyway). Returns, per
+    instrument, what was used ("record <id>" or "calibrated <id>").
+    """
+    args = argparse.Namespace(
+        kind="",
+        instrument="cnea",
+        rig="all",
+        operator=operator,
+        no_store=False,
+        no_cells=not cells,
+        no_progress=not progress,
+        out=str(out),
+        seed=1,
+    )
+    ctx = _Context(config, calibration_settings(config), args, lab)
+    used: dict[str, str] = {}
+    if "cnea" in config.instruments:
+        board = open_instrument(config, "cnea")
+        try:
+            identity = board.identify()
+        finally:
+            board.close()
+        found = _valid(ctx, "cnea", {"cnea": identity}, "cnea")
+        if found is None:
+            record, evaluations = _cnea(ctx)
+            _keep(ctx, record, evaluations)
+            found = f"calibrated {record.record_id}"
+        else:
+            found = f"record {found}"
+        used["cnea"] = found
+    for number in [k for k in range(64) if rig_instruments(k)[0] in config.instruments]:
+        smu_name, selector_name = rig_instruments(number)
+        with open_rig(config, smu=smu_name, selector=selector_name, calibration=False) as rig:
+            smu_id, selector_id = rig.smu.identify(), rig.selector.identify()
+        found = _valid(ctx, "smu", {"smu": smu_id}, "smu")
+        if found is None:
+            record, evaluations = _smu(ctx, number)
+            _keep(ctx, record, evaluations)
+            found = f"calibrated {record.record_id}"
+        else:
+            found = f"record {found}"
+        used[smu_name] = found
+        found = _valid(ctx, "crossbar", {"selector": selector_id}, "selector")
+        if found is None:
+            record, evaluations = _crossbar(ctx, number)
+            _keep(ctx, record, evaluations)
+            found = f"calibrated {record.record_id}"
+        else:
+            found = f"record {found}"
+        used[selector_name] = found
+    return used

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from instrument.config import LabConfig
 from instrument.imprint.connectivity import ConnectivityError, ConnectivityMap
@@ -57,9 +58,34 @@ def submap(cmap: ConnectivityMap, units: np.ndarray) -> ConnectivityMap:
     )
 
 
+def densest_first(cmap: ConnectivityMap) -> np.ndarray:
+    """Unit indices in greedy order: the strongest unit first, then always the unit with the
+    most |weight| to those already chosen (ties: its total |weight|), so any prefix is a
+    densely connected piece of the network."""
+    n = cmap.n_units
+    i = np.searchsorted(cmap.units, cmap.pre)
+    j = np.searchsorted(cmap.units, cmap.post)
+    w = np.abs(cmap.weight_v)
+    adjacency = sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
+    strength = np.asarray(adjacency.sum(axis=1)).ravel()
+    tiebreak = strength / (strength.max() + 1.0) * 1e-9
+    link = np.zeros(n)
+    chosen = np.zeros(n, dtype=bool)
+    order = np.empty(n, dtype=np.int64)
+    for step in range(n):
+        score = link + tiebreak if step else strength.copy()
+        score[chosen] = -np.inf
+        k = int(np.argmax(score))
+        order[step] = k
+        chosen[k] = True
+        row = adjacency.getrow(k)
+        link[row.indices] += row.data
+    return order
+
+
 def fit_to_tiles(config: LabConfig, plan: Plan, cmap: ConnectivityMap, max_tiles: int) -> Selection:
     """All of ``cmap`` when it maps onto ``max_tiles`` tiles, else its most connected units
-    (ranked by summed |weight| in and out) — as many as still fit."""
+    (in :func:`densest_first` order) — as many as still fit."""
     if max_tiles < 1:
         raise ValueError(f"max_tiles must be >= 1, got {max_tiles}")
     total = Selection(cmap, cmap.n_units, cmap.n_synapses, 0)
@@ -67,11 +93,7 @@ def fit_to_tiles(config: LabConfig, plan: Plan, cmap: ConnectivityMap, max_tiles
     if tiles <= max_tiles:
         total.tiles = tiles
         return total
-    strength = np.zeros(cmap.n_units)
-    index = np.searchsorted(cmap.units, cmap.pre)
-    np.add.at(strength, index, np.abs(cmap.weight_v))
-    np.add.at(strength, np.searchsorted(cmap.units, cmap.post), np.abs(cmap.weight_v))
-    ranked = cmap.units[np.argsort(-strength, kind="stable")]
+    ranked = cmap.units[densest_first(cmap)]
     lo, hi, best = 2, cmap.n_units, None
     while lo <= hi:  # the largest prefix of the ranking that still fits
         mid = (lo + hi) // 2
