@@ -6,12 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-DEMO_OUT ?= demo-session
+DEMO_ARGS ?= --duration 60
 
 .PHONY: demo test lint sysdeps venv lock bench clean
 
+# The whole loop on the embedded emulated lab: a new session folder under sessions/.
 demo: $(STAMP) sysdeps
-	QT_QPA_PLATFORM=offscreen $(BIN)/brainpaste doctor --sim
+	QT_QPA_PLATFORM=offscreen $(BIN)/brainpaste run --sim $(DEMO_ARGS)
 
 test: $(STAMP) sysdeps lint
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest $(PYTEST_ARGS)

@@ -162,7 +162,41 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"session: {folder}")
-        if result["report"]:
-            print(f"report: {result['report']}")
+        print(summary_text(folder, state))
     return 0
+
+
+SUMMARY_KEYS = {
+    "record": ("recorded_s", "frames_lost", "gaps", "electrodes_with_access"),
+    "extract": ("units", "connections"),
+    "imprint": (
+        "technology",
+        "units_imprinted",
+        "synapses_imprinted",
+        "tiles",
+        "yield_programmable",
+        "pulses_per_cell",
+        "round_trips_per_cell",
+    ),
+}
+
+
+def summary_text(folder: Path, state: SessionState) -> str:
+    """The few lines printed at the end of a run."""
+    lines = [f"{'stage':<10} {'status':<8} {'time':>8}  key figures"]
+    for name, stage in state.stages.items():
+        keys = SUMMARY_KEYS.get(name, ())
+        shown = []
+        for key in keys:
+            value = stage.figures.get(key)
+            if value is not None:
+                shown.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+        scores = stage.figures.get("scores")
+        if isinstance(scores, dict) and "precision" in scores:
+            shown.append(f"precision {scores['precision']:.3f} recall {scores['recall']:.3f}")
+        lines.append(f"{name:<10} {stage.status:<8} {stage.duration_s:>7.1f}s  {', '.join(shown)}")
+    lines.append(f"session: {folder}")
+    report = folder / "report.html"
+    if report.exists():
+        lines.append(f"report:  {report}")
+    return "\n".join(lines)
