@@ -58,3 +58,41 @@ def identify_all(config: LabConfig) -> dict[str, tuple[bool, str]]:
         except (DriverError, ConfigError, ValueError, OSError) as exc:
             results[name] = (False, f"{type(exc).__name__}: {exc}")
     return results
+
+
+SAFE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "keithley2450": ("abort_visits", "output_off"),
+    "keysight_b2900": ("abort_visits", "output_off"),
+    "crossbar_selector": ("abort_scan", "ground_all"),
+    "crossbar_line_driver": ("output_off",),
+    "cnea_board": ("safe_state",),
+}
+"""Per driver, the calls that leave an instrument safe: outputs off, lines grounded,
+acquisition and stimulation stopped."""
+
+
+def make_safe(config: LabConfig) -> dict[str, str]:
+    """Put every configured instrument in its safe state (best effort, never raises).
+
+    name → "safe", or what went wrong (an instrument that does not answer is reported,
+    and the caller says so to the user)."""
+    results: dict[str, str] = {}
+    for name, inst in config.instruments.items():
+        actions = SAFE_ACTIONS.get(inst.driver, ())
+        try:
+            driver = open_instrument(config, name)
+        except (DriverError, ConfigError, ValueError, OSError) as exc:
+            results[name] = f"not reachable: {type(exc).__name__}: {exc}"
+            continue
+        try:
+            for action in actions:
+                getattr(driver, action)()
+            results[name] = "safe"
+        except (DriverError, OSError) as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                driver.close()
+            except (DriverError, OSError) as exc:
+                results.setdefault(name, f"close: {exc}")
+    return results

@@ -151,12 +151,20 @@ class Session:
     """Runs the stages of one session folder in order, resuming where it stopped."""
 
     def __init__(
-        self, folder: Path | str, config: LabConfig, options: RunOptions, stages: dict[str, StageFn]
+        self,
+        folder: Path | str,
+        config: LabConfig,
+        options: RunOptions,
+        stages: dict[str, StageFn],
+        make_safe: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.config = config
         self.options = options
         self.stage_fns = stages
+        self.make_safe = make_safe
+        """Leaves every instrument safe (outputs off, lines grounded): called before the
+        first stage (a killed run may have left one on) and after a pause or failure."""
         unknown = set(stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stages {sorted(unknown)}")
@@ -178,17 +186,46 @@ class Session:
                 self.folder,
                 [n for n, s in state.stages.items() if s.status == "done"] or "none",
             )
-            for name in STAGES:
-                if name not in self.stage_fns:
-                    continue
-                stage = state.stages[name]
-                if stage.status == "done":
-                    log.info("stage %s: already done, skipped", name)
-                else:
-                    self._run_stage(name, stage, state, on_stage)
-                if until == name:
-                    break
+            pending = [
+                n for n in STAGES if n in self.stage_fns and state.stages[n].status != "done"
+            ]
+            if pending:
+                self._safe("before running")
+            try:
+                for name in STAGES:
+                    if name not in self.stage_fns:
+                        continue
+                    stage = state.stages[name]
+                    if stage.status == "done":
+                        log.info("stage %s: already done, skipped", name)
+                    else:
+                        self._run_stage(name, stage, state, on_stage)
+                    if until == name:
+                        break
+            except BaseException:
+                self._safe("after stopping")
+                raise
         return state
+
+    def _safe(self, when: str) -> None:
+        """Every instrument to its safe state; what could not be made safe is logged loudly."""
+        if self.make_safe is None:
+            return
+        try:
+            results = self.make_safe()
+        except Exception:  # never let the safety net hide the original problem
+            log.exception("making the instruments safe %s failed", when)
+            return
+        for name, result in results.items():
+            if result == "safe":
+                log.info("%s safe %s", name, when)
+            else:
+                log.error(
+                    "%s could NOT be made safe %s: %s — check its outputs by hand",
+                    name,
+                    when,
+                    result,
+                )
 
     def _run_stage(
         self,

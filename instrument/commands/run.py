@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument.config import ConfigError, LabConfig, load
+from instrument.connect import make_safe
 from instrument.session import (
     STAGES,
     RunOptions,
@@ -143,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         )
         options = _options(args, folder)
         with _lab(args, options) as (config, _lab_handle):
-            session = Session(folder, config, options, STAGE_FUNCTIONS)
+            session = Session(
+                folder, config, options, STAGE_FUNCTIONS, make_safe=lambda: make_safe(config)
+            )
             state = session.run(until=args.until, on_stage=_print_stage)
     except (ConfigError, SessionPathError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
