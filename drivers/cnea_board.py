@@ -359,6 +359,8 @@ class CneaBoard(SCPIInstrument):
             resource=self.address,
         )
         stream.connect()
+        # streams closed since (finished recordings) are forgotten: each holds an 8 MiB buffer
+        self._streams = [s for s in self._streams if s.connected]
         self._streams.append(stream)
         return stream
 

@@ -143,3 +143,15 @@ def test_live_settings_shorten_blocks_and_window_unless_the_lab_says(sim_config)
     assert live.codec == sim_config.sections["acquisition"]["codec"]  # the rest: the lab's
     text = sim_config.text.replace("[acquisition]", "[acquisition]\nblock_samples = 2048")
     assert live_settings(loads(text, "lab.toml")).block_samples == 2048
+
+
+def test_recording_again_and_again_keeps_no_finished_stream(live_lab, tmp_path):
+    """A window records many sessions on one connected board: the board must not keep the
+    frame streams (8 MiB buffers) of finished recordings."""
+    live_lab.connect("cnea")
+    for k in range(3):
+        live_lab.start_recording(tmp_path / f"s{k}", duration_s=0.2).wait(raise_on_error=False)
+    live_lab.start_recording(tmp_path / "s3")
+    streams = live_lab.board._streams
+    assert len(streams) == 1 and streams[0].connected
+    live_lab.stop_recording()
