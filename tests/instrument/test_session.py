@@ -172,3 +172,48 @@ def test_run_sim_whole_loop_in_two_invocations(tmp_path):
     html = report.read_text()
     assert html.count("<img") >= 5
     assert "Scores against the emulator" in html
+
+
+def test_mixed_bench_and_emulated_instruments(tmp_path):
+    """--sim with a lab file: the board the file names is used (here another lab's, as a
+    real one would be), the instruments it does not name are emulated."""
+    with embedded_lab(seed=5, options={"cnea": {"rate": "max"}, "rig": {"rows": 8, "cols": 8}}) as (
+        _bench_config,
+        bench,
+    ):
+        board = bench.instruments["cnea"]
+        lab_toml = tmp_path / "lab.toml"
+        lab_toml.write_text(
+            f'[instruments.cnea]\ndriver = "cnea_board"\nresource = "{board.resource}"\n'
+            f"data_port = {board.data_port}\n[crossbar]\nrows = 8\ncols = 8\n"
+        )
+        handled_before = board.servers[0].lines_handled
+        out = tmp_path / "session"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "instrument.cli",
+                "run",
+                "--sim",
+                "--config",
+                str(lab_toml),
+                "--out",
+                str(out),
+                "--until",
+                "record",
+                "--duration",
+                "1",
+                "--json",
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        identities = json.loads(proc.stdout)["stages"]["check"]["figures"]["identities"]
+        assert "EMU00005" in identities["cnea"]  # the bench's board (seed 5), not the embedded one
+        assert "smu" in identities  # emulated: the file names no SMU
+        assert board.servers[0].lines_handled > handled_before + 10
