@@ -413,6 +413,8 @@ def soak(seconds: float, segment_s: float, data_dir: Path, lab: str, bound_mb: f
     samples: list[tuple[float, float, float]] = []
     """(s since start, RSS MB, MB of frames waiting in the acquisition's ring)"""
     segments = 0
+    session_rss: list[float] = []
+    """RSS after each session stopped (nothing in the ring then)."""
     first_session_end = None
     with opener() as (config, _title):
         window, _ = open_window(config, data_dir, 30.0)
@@ -437,6 +439,8 @@ def soak(seconds: float, segment_s: float, data_dir: Path, lab: str, bound_mb: f
                     bar.n = min(round(time.monotonic() - t0), round(seconds))
                     bar.refresh()
                 stop(window)
+                gc.collect()
+                session_rss.append(rss_mb())
                 if previous is not None:
                     shutil.rmtree(previous, ignore_errors=True)
                 previous = out
@@ -469,6 +473,7 @@ def soak(seconds: float, segment_s: float, data_dir: Path, lab: str, bound_mb: f
         "ring_max_mb": float(max(x[2] for x in samples)) if samples else 0.0,
         "growth_mb": growth,
         "slope_mb_per_min": slope,
+        "session_rss_mb": session_rss,
         "errors": errors,
         "frames_lost_last": status.frames_lost if status else 0,
         "passed": not errors and growth < bound_mb and paints > 0,
@@ -591,6 +596,7 @@ def print_soak(r: dict, bound: float, lab: str) -> None:
     print(f"{'':<6} {r['rss_first_mb']:>10.1f} {r['rss_baseline_mb']:>18.1f} "
           f"{r['rss_max_mb']:>8.1f} {r['rss_end_mb']:>8.1f} {r['ring_max_mb']:>9.1f} "
           f"{r['growth_mb']:>8.1f} {bound:>6.0f} {r['slope_mb_per_min']:>13.2f}")  # fmt: skip
+    print("RSS after each session, MB: " + " ".join(f"{x:.0f}" for x in r["session_rss_mb"]))
     if r["errors"]:
         print(f"errors logged: {len(r['errors'])}; first: {r['errors'][0]}")
     print(f"soak {'PASSED' if r['passed'] else 'FAILED'}")

@@ -229,6 +229,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.access_timer.start()
         if lab is not None:
             self.set_lab(lab)
+        else:  # sessions only: nothing to connect or record
+            self.connection.set_busy(True)
+            self._update_buttons()
 
     # --- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -764,6 +767,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if acq is not None and self._recording_shown:
             status = acq.status()
             pressure = self._note_pressure(recording_pressure(status, self.pressure))
+            if self.feed.spikes is not None:  # the whole-array read-back yields too
+                self.feed.spikes.hold = pressure > 0
             self.recording_panel.show_status(status, acq.path)
             if status.state in ("stopped", "failed") and self.recording_panel.stop.isEnabled():
                 self._stopped()

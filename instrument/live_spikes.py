@@ -140,6 +140,10 @@ class LiveSpikes:
         self.poll_s = poll_s
         self.min_excursion = (min_excursion_v, min_excursion_a)
         self.error = ""
+        self.hold = False
+        """While True, nothing is read (the recording needs the CPU); afterwards reading
+        resumes at the newest block, the blocks in between are skipped."""
+        self.skipped_blocks = 0
         self.busy_s = 0.0
         """Wall time spent reading and detecting, s."""
         self.blocks = 0
@@ -149,6 +153,7 @@ class LiveSpikes:
         """(first row, end row, spike rows, spike channels) of each block read."""
         self._rate = 1.0
         self._n_channels = 0
+        self._last_row = 0
         self._thread = threading.Thread(target=self._run, name="live-spikes", daemon=True)
         self._thread.start()
 
@@ -201,10 +206,17 @@ class LiveSpikes:
         block = np.empty((self.block_rows, n_ch), dtype=np.int16)
         next_row: int | None = None
         while not self._stop.is_set():
+            if self.hold:
+                next_row = None  # then start again at the newest block
+                self._stop.wait(self.poll_s)
+                continue
             traces.refresh()
             available = traces.shape[0]
             if next_row is None:  # start at the newest whole block
-                next_row = max(0, (available // self.block_rows - 1) * self.block_rows)
+                newest = max(0, (available // self.block_rows - 1) * self.block_rows)
+                if self.blocks:
+                    self.skipped_blocks += max(0, (newest - self._last_row) // self.block_rows)
+                next_row = newest
             if available - next_row < self.block_rows:
                 self._stop.wait(self.poll_s)
                 continue
@@ -214,7 +226,7 @@ class LiveSpikes:
                 c1 = min(c0 + self.piece_channels, n_ch)
                 traces.read_direct(block, np.s_[r0:r1, c0:c1], np.s_[:, c0:c1])
             rows, channels = detector.add(block)
-            next_row = r1
+            next_row = self._last_row = r1
             with self._lock:
                 self._blocks.append((r0, r1, rows + r0, channels))
                 while self._blocks and self._blocks[0][0] < r1 - keep_rows:

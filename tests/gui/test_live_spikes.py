@@ -111,3 +111,45 @@ def test_follows_a_recording_in_this_process(tmp_path):
     assert got == expected and len(got) > 30
     assert set(latest.channels.tolist()) == {7}
     assert latest.rate_hz[7] == pytest.approx(len(got) / (latest.end_s - latest.start_s))
+
+
+def test_hold_skips_ahead_so_the_recording_comes_first(tmp_path):
+    n_ch = 8
+    path = tmp_path / "session.h5"
+    info = RecordingInfo(
+        sample_rate_hz=10_000.0,
+        n_channels=n_ch,
+        gain_v=np.full(n_ch, GAIN),
+        offset_v=np.zeros(n_ch),
+        positions_m=np.zeros((n_ch, 2)),
+    )
+    writer = SessionWriter(path, info, chunk_samples=1024, reserve_bytes=0)
+    codes = planted(20 * 1024, n_ch, {2: list(range(100, 20 * 1024, 900))})
+    try:
+        writer.write(0, codes[:2048])
+        writer.flush()
+        live = LiveSpikes(path, block_rows=1024, poll_s=0.01)
+
+        def wait_rows(rows: int) -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                latest = live.latest()
+                if latest is not None and latest.rows_read >= rows:
+                    return
+                time.sleep(0.01)
+            raise AssertionError(f"never read {rows} rows")
+
+        wait_rows(2048)
+        live.hold = True
+        time.sleep(0.1)
+        writer.write(2048, codes[2048 : 12 * 1024])
+        writer.flush()
+        time.sleep(0.3)
+        assert live.latest().rows_read == 2048  # held: nothing read
+        live.hold = False
+        wait_rows(12 * 1024)
+        assert live.skipped_blocks == 9  # it went on from the newest block
+        live.stop()
+        assert live.error == ""
+    finally:
+        writer.close(stop_reason="test")
