@@ -810,6 +810,9 @@ class FrameServer(LineServer):
                 dev.acquisition_changed.clear()
                 continue
             if not was_running:  # a new acquisition: frames left from the last one go
+                source = dev.source
+                if isinstance(source, LazySource) and not source.built:
+                    _ = source.source  # build outside the board's lock: control stays live
                 t0, produced_s, was_running = time.monotonic(), 0.0, True
                 with self._cond:
                     self._fifo.clear()
@@ -1056,6 +1059,9 @@ def build_cnea(lab: Any) -> None:
             resource=emulator.resource,
             servers=[emulator.control],
             data_port=emulator.data_port,
+            # the culture is built on first use (seconds; more on a loaded machine) and the
+            # command that needs it answers only then
+            timeout_s=30.0,
             model=emulator,
         )
     )

@@ -42,6 +42,9 @@ class EmulatedInstrument:
     """VISA resource string or pyserial URL."""
     servers: list[LineServer]
     data_port: int = 0
+    timeout_s: float = 5.0
+    """Reply timeout a client should use, s (longer where the emulator may be busy building
+    its physics on a loaded machine)."""
     model: Any = None
     """The emulator object (physics and state), for tests and ground truth."""
 

@@ -33,7 +33,11 @@ def embedded_lab(
     with EmulatedLab(settings) as lab:
         emulated = {
             name: InstrumentConfig(
-                driver=inst.driver, resource=inst.resource, data_port=inst.data_port, emulated=True
+                driver=inst.driver,
+                resource=inst.resource,
+                data_port=inst.data_port,
+                timeout_s=inst.timeout_s,
+                emulated=True,
             )
             for name, inst in lab.instruments.items()
             if name not in config.instruments or config.instruments[name].emulated
