@@ -172,7 +172,7 @@ class LiveFeed:
                     continue
                 self._last_key = key
                 self._make_frame(acq, spikes)
-            except Exception as exc:  # keep following; the view shows the error
+            except Exception as exc:  # keep following; the error is logged (log panel)
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("live feed")
                 self._wake.wait(0.2)

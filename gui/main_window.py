@@ -204,7 +204,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.force_redraw = False
         """Redraw every view on every tick even without new data (the bench measures the
         drawing capacity with it); normally only new frames are drawn."""
-        self.last_redraw_s = 0.0
         self._drawn_serial = -1
         self._drawn_raster: object = None
         self._recording_shown = False
@@ -788,7 +787,6 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feed.consumed = frame.serial  # type: ignore[union-attr]
             self._last_draw_s = t0
         self.redraws += 1
-        self.last_redraw_s = time.perf_counter() - t0
 
     def _note_pressure(self, level: int) -> int:
         """Show when the display slows down for the recording; the level in force."""

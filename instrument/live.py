@@ -142,7 +142,6 @@ class LiveLab:
         }
         self._recording: Acquisition | None = None
         self._positions: np.ndarray | None = None
-        self._gain: np.ndarray | None = None
 
     # --- instruments ---------------------------------------------------------------------
     def states(self) -> list[InstrumentState]:
@@ -181,7 +180,6 @@ class LiveLab:
                 identity = str(driver.identify())
                 if name == self.board_name:
                     self._positions = np.asarray(driver.positions())
-                    self._gain = np.asarray(driver.nominal_gain())
             except (DriverError, OSError, ValueError) as exc:
                 self._set(name, state="error", error=describe_error(exc))
                 log.error("%s: connected but did not identify: %s", name, exc)
