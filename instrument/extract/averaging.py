@@ -458,3 +458,24 @@ def group_medians(key: np.ndarray, values: np.ndarray, n_keys: int) -> np.ndarra
         out[k] = _select(buf, j - i, (j - i) // 2)
         i = j
     return out
+
+
+@numba.njit(cache=True)
+def bridge(row: np.ndarray, spikes: np.ndarray, before: int, after: int) -> None:
+    """Replace ``row`` from ``before`` samples before to ``after`` after every (sorted) spike
+    by straight lines between the samples just outside (overlapping stretches merged)."""
+    n = row.size
+    i = 0
+    while i < spikes.size:
+        lo = max(spikes[i] - before, 0)
+        hi = min(spikes[i] + after, n - 1)
+        j = i + 1
+        while j < spikes.size and spikes[j] - before <= hi + 1:
+            hi = min(spikes[j] + after, n - 1)
+            j += 1
+        left = row[lo - 1] if lo > 0 else (row[hi + 1] if hi + 1 < n else 0.0)
+        right = row[hi + 1] if hi + 1 < n else left
+        span = hi - lo + 2
+        for t in range(lo, hi + 1):
+            row[t] = left + (right - left) * (t - lo + 1) / span
+        i = j

@@ -133,13 +133,18 @@ class ExtractionParams:
     average_after_s: float = 40e-3
     """…and end this long after it, s."""
     onset_fraction: float = 0.2
-    """The PSP onset latency is where the average first reaches this fraction of its peak."""
+    """The PSP onset latency is where the average's rise to its peak crosses this fraction
+    of the peak."""
     min_latency_s: float = 0.75e-3
     """Chemical connections must start at least this long after the presynaptic spike
     (earlier onsets are common input that also drove the presynaptic spike), s…"""
     max_latency_s: float = 4.5e-3
     """…and at most this long (later onsets are disynaptic: synaptic delays are 1–5 ms and
     the onset, measured at the decimated rate, reads about 0.3 ms late), s."""
+    indirect_ratio: float = 2.0
+    """A connection a → b no larger than this many times the PSP that a's eventful targets
+    x relay to b (Σ firing-probability gain of a → x × |weight of x → b|) is dropped as
+    disynaptic (0 keeps them all)."""
     dale: bool = True
     """Dale's law: a unit's outgoing chemical connections share one sign. With two or more,
     the minority sign (votes weighted by z, capped at 10) is dropped as indirect."""
@@ -216,6 +221,7 @@ _NON_NEGATIVE = (
     "average_before_s",
     "burst_min_units",
     "min_latency_s",
+    "indirect_ratio",
 )
 _FRACTIONS = (
     "merge_min_coincidence",

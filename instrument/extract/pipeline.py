@@ -277,6 +277,19 @@ def _unit_masks(x: np.ndarray, inp: GroupInput) -> tuple[np.ndarray, np.ndarray,
     return q64, valid, event
 
 
+def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
+    """The post traces for the screen: each unit's own spikes and the after-hyperpolarisation
+    that follows (``exclude_before_s``) bridged by straight lines, as the candidates'
+    trigger exclusion does for them."""
+    params = inp.params
+    out = x.copy()
+    after = params.dec(params.exclude_before_s)
+    for i, u in enumerate(inp.posts):
+        s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
+        averaging.bridge(out[i], s, 1, after)
+    return out
+
+
 def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
     response window (robust, median over lags), V: divided by √triggers it is the noise of
@@ -318,6 +331,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     t_all = trig.t[use]
     pre_all = local[pre_of_spike[use]]
     qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
+    x_screen = _without_own_spikes(x, inp)
     for s0 in range(0, n_dec, seg):
         s1 = min(n_dec, s0 + seg)
         lo = max(0, s0 - halo)
@@ -326,7 +340,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         if not sel.any():
             continue
         view = qb[:, : hi - lo + 1]
-        averaging.prefix_blocks(x, lo, hi, view)
+        averaging.prefix_blocks(x_screen, lo, hi, view)
         tt, pp = t_all[sel], pre_all[sel]
         order = averaging.visit_order(pp, tt)
         averaging.screen_kernel(
@@ -547,14 +561,6 @@ def assemble(
     )
     if params.dale:
         direct &= ~dale_minority(pre[sel], kind, z, best)
-    keep = np.flatnonzero(direct)
-    sel, traces, z, best, event = sel[keep], traces[keep], z[keep], best[keep], event[keep]
-    kind, strong, sign = kind[keep], strong[keep], sign[keep]
-    feats = psp.TraceFeatures(
-        psp_v=feats.psp_v[keep],
-        peak_latency_s=feats.peak_latency_s[keep],
-        onset_latency_s=feats.onset_latency_s[keep],
-    )
     n_units = units.n_units
     trial_sd = np.full((n_units,), np.nan)
     gain = np.full(n_units, np.nan)
@@ -566,6 +572,18 @@ def assemble(
     with np.errstate(invalid="ignore", divide="ignore"):
         weight = feats.psp_v / tgain
         noise = trial_sd[post[sel]] / np.sqrt(np.maximum(n_trig, 1)) / tgain
+    gained = event[:, 0] - event[:, 1] if sel.size else np.zeros(0)
+    if params.indirect_ratio > 0:
+        direct &= ~relayed(pre[sel], post[sel], kind, strong, direct, gained, weight, params)
+    keep = np.flatnonzero(direct)
+    sel, traces, z, best, event = sel[keep], traces[keep], z[keep], best[keep], event[keep]
+    kind, strong, sign = kind[keep], strong[keep], sign[keep]
+    weight, noise, tgain, n_trig = weight[keep], noise[keep], tgain[keep], n_trig[keep]
+    feats = psp.TraceFeatures(
+        psp_v=feats.psp_v[keep],
+        peak_latency_s=feats.peak_latency_s[keep],
+        onset_latency_s=feats.onset_latency_s[keep],
+    )
     conn = Connectivity(
         pre=pre[sel],
         post=post[sel],
@@ -580,7 +598,7 @@ def assemble(
         q=qval[sel],
         noise_v=noise,
         n_triggers=n_trig,
-        event_probability=event[:, 0] - event[:, 1] if sel.size else np.zeros(0),
+        event_probability=gained[keep],
         average_v=(traces - np.nanmean(_baseline(traces, params), axis=1)[:, None]).astype(
             np.float32
         ),
@@ -609,6 +627,41 @@ def assemble(
         candidates={"pre": pre, "post": post, "screen_z": cat("screen_z"), "p": p},
         work=work,
     )
+
+
+def relayed(
+    pre: np.ndarray,
+    post: np.ndarray,
+    kind: np.ndarray,
+    strong: np.ndarray,
+    kept: np.ndarray,
+    gained: np.ndarray,
+    weight: np.ndarray,
+    params: ExtractionParams,
+) -> np.ndarray:
+    """(K,) bool: connections a → b that the eventful targets of a explain (among the
+    ``kept`` connections).
+
+    When a's spike makes x fire (a strong connection, firing probability raised by
+    ``gained``) and x → b is a connection of the same sign, every spike of a is followed
+    by x's PSP in b: a → b shows a response of about Σ_x gained(a→x) × |w(x→b)| without
+    a synapse. A connection no larger than ``indirect_ratio`` times that is dropped.
+    """
+    index = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(pre, post, strict=True))}
+    relays: dict[int, list[int]] = {}
+    for k in np.flatnonzero(strong & kept):
+        relays.setdefault(int(pre[k]), []).append(k)
+    out = np.zeros(pre.size, dtype=bool)
+    for k in range(pre.size):
+        if kind[k] == psp.KIND_ELECTRICAL or int(pre[k]) not in relays:
+            continue
+        expected = 0.0
+        for ks in relays[int(pre[k])]:
+            kb = index.get((int(post[ks]), int(post[k])))
+            if kb is not None and kept[kb] and kind[kb] == kind[k] and np.isfinite(weight[kb]):
+                expected += max(float(gained[ks]), 0.0) * abs(float(weight[kb]))
+        out[k] = expected > 0 and abs(float(weight[k])) <= params.indirect_ratio * expected
+    return out
 
 
 def dale_minority(pre: np.ndarray, kind: np.ndarray, z: np.ndarray, best: np.ndarray) -> np.ndarray:

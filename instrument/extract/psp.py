@@ -26,7 +26,7 @@ the last (where PSPs peak: the nearest to a matched filter the bins allow).
    ``eventful_min_probability`` over the surrogates are strong ("eventful").
 4. **Weight and latency** from the average trace: the peak (in the sign of the
    connection) within the response window, in somatic volts (divided by the post
-   electrode's gain), the onset where the average first reaches ``onset_fraction`` of it.
+   electrode's gain); the onset, where the rise crosses ``onset_fraction`` of the peak.
 """
 
 from __future__ import annotations
@@ -265,9 +265,29 @@ class TraceFeatures:
     onset_latency_s: np.ndarray
 
 
+def _crossing(
+    tr: np.ndarray, lags: np.ndarray, at: int, start: int, level: float, fs: float
+) -> float:
+    """Time the signed trace ``tr`` last rises through ``level`` before index ``at`` (walking
+    back from the peak, not before ``start``; linear interpolation), s: ``lags[start]`` when
+    the rise is already under way there."""
+    j = at
+    while j > start and tr[j - 1] >= level:
+        j -= 1
+    if j == start and tr[j] >= level:
+        return float(lags[j])
+    below, above = tr[j - 1], tr[j]
+    frac = (level - below) / (above - below) if above != below else 1.0
+    return float(lags[j - 1] + frac / fs)
+
+
 def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParams) -> TraceFeatures:
     """Peak and onset of average traces (K, L) sampled at ``params.decimated_rate_hz`` from
-    ``-average_before_s``, for connections of the given sign (+1 / −1)."""
+    ``-average_before_s``, for connections of the given sign (+1 / −1).
+
+    The onset is where the rise to the peak last crosses ``onset_fraction`` of it (a rise
+    already under way at the window start gives the window start).
+    """
     fs = params.decimated_rate_hz
     first = -params.dec(params.average_before_s)
     lags = (np.arange(traces.shape[1]) + first) / fs
@@ -278,26 +298,17 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
     peak_lat = np.full(k, np.nan)
     onset = np.full(k, np.nan)
     idx = np.flatnonzero(window)
+    f = params.onset_fraction
     for i in range(k):
         tr = traces[i] - np.nanmean(traces[i, base])
         if not np.all(np.isfinite(tr[idx])):
             continue
-        signed = tr[idx] * sign[i]
-        at = idx[int(np.argmax(signed))]
-        peak = tr[at] * sign[i]
+        signed = tr * sign[i]
+        at = idx[int(np.argmax(signed[idx]))]
+        peak = signed[at]
         psp[i] = tr[at]
         peak_lat[i] = lags[at]
-        level = params.onset_fraction * peak
-        j = at
-        while j > idx[0] and tr[j - 1] * sign[i] >= level:
-            j -= 1
-        if j > idx[0] or tr[j] * sign[i] < level:
-            below = tr[j - 1] * sign[i]
-            above = tr[j] * sign[i]
-            frac = (level - below) / (above - below) if above != below else 1.0
-            onset[i] = lags[j - 1] + frac / fs
-        else:
-            onset[i] = lags[j]
+        onset[i] = _crossing(signed, lags, at, idx[0], f * peak, fs)
     return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
 
 

@@ -72,3 +72,15 @@ def test_results_do_not_depend_on_how_post_units_are_grouped(planted):
         a = getattr(whole[0], name)
         b = np.concatenate([getattr(g, name) for g in split])
         assert np.array_equal(a, b, equal_nan=True), name
+
+
+def test_bridge_replaces_spikes_by_straight_lines_and_merges_overlaps():
+    row = np.arange(100, dtype=np.float32)
+    row[20:30] = 1000.0  # a spike and its tail
+    row[31:40] = 1000.0  # a second one, overlapping the first's bridge
+    averaging.bridge(row, np.array([21, 32]), 1, 9)  # 20…30 and 31…41: one stretch
+    assert np.allclose(row, np.arange(100))  # the line from 19 to 42 is the ramp itself
+    edge = np.full(10, 5.0, dtype=np.float32)
+    edge[:3] = 99.0
+    averaging.bridge(edge, np.array([0]), 1, 2)  # at the start: flat at the first sample after
+    assert np.allclose(edge, 5.0)

@@ -86,3 +86,22 @@ def test_scores_are_reported_by_amplitude_and_noise_bins(planted, planted_result
     assert s["recall"] >= 11 / 12
     assert s["snr_at_least_3"]["recall"] >= 11 / 12
     assert s["latency_error_median_s"] < 1e-3
+
+
+def test_a_disynaptic_response_relayed_by_an_eventful_target_is_dropped():
+    from instrument.extract.pipeline import relayed
+
+    params = load_params()
+    # a=0 drives x=1 reliably (strong, firing probability +0.8); x -> b=2 is 1 mV;
+    # a -> b shows 0.7 mV (relayed: ≤ 2 × 0.8 mV) and a -> c=3 shows 3 mV (no relay to c)
+    pre = np.array([0, 1, 0, 0])
+    post = np.array([1, 2, 2, 3])
+    kind = np.full(4, KIND_EXCITATORY)
+    strong = np.array([True, False, False, False])
+    kept = np.ones(4, dtype=bool)
+    gained = np.array([0.8, 0.0, 0.0, 0.0])
+    weight = np.array([2e-3, 1e-3, 0.7e-3, 3e-3])
+    out = relayed(pre, post, kind, strong, kept, gained, weight, params)
+    assert out.tolist() == [False, False, True, False]
+    weight[2] = 2e-3  # larger than twice the relay: a synapse of its own
+    assert not relayed(pre, post, kind, strong, kept, gained, weight, params)[2]
