@@ -13,6 +13,14 @@ from tests.scpi_demo import DemoSupplyDevice
 
 
 @pytest.fixture(autouse=True)
+def own_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Each test runs in an empty folder of its own: what the programs keep relative to the
+    working directory (the calibration store, session folders) never leaks between tests,
+    nor in from the developer's own runs in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_emulators() -> Iterator[None]:
     """Every emulator server a test starts must be stopped, its threads gone."""
     before = {t.ident for t in threading.enumerate()}

@@ -111,7 +111,7 @@ def test_pause_continue_abort_and_resume_a_child_imprint(tmp_path):
         # a first run, started here and stopped once it programs (the journal is live)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         first = subprocess.Popen(
-            [sys.executable, "-c", FIRST_RUN, str(toml), str(session)], cwd=REPO, env=env
+            [sys.executable, "-c", FIRST_RUN, str(toml), str(session)], env=env
         )
         deadline = time.monotonic() + 60
         while not write_flags(session) & 4 and time.monotonic() < deadline:

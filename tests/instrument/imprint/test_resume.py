@@ -82,7 +82,7 @@ def test_kill_at_random_points_and_resume(tmp_path):
             else:
                 cmd = [sys.executable, "-c", FIRST_RUN, str(toml), str(session)]
             proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
             if kills < 3:
                 if kills == 0:  # anywhere, setup included
