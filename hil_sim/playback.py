@@ -23,19 +23,9 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters)
 import numpy as np
 
-log = logging.getLogger(__name__)
+from hil_sim.electrodes import TRUTH_FIELDS
 
-TRUTH_FIELDS = (
-    "neuron_position_m",
-    "neuron_excitatory",
-    "electrode_neuron",
-    "electrode_coupling",
-    "synapse_pre",
-    "synapse_post",
-    "synapse_weight_v",
-    "synapse_delay_s",
-    "synapse_kind",
-)
+log = logging.getLogger(__name__)
 
 
 class EndOfRecording(EOFError):

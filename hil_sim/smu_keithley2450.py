@@ -26,23 +26,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
-
-from hil_sim.scpi_server import Call, ScpiDevice, ScpiError, fmt, scpi
+from hil_sim.scpi_server import Call, ScpiError, fmt, scpi
+from hil_sim.smu_device import SmuDevice
 from hil_sim.smu_frontend import (
-    HiddenErrors,
-    Load,
-    OpenCircuit,
     Pacer,
     Reading,
-    SequenceRunner,
-    SourceMeasure,
-    Timing,
-    TriggerLines,
 )
 
 log = logging.getLogger(__name__)
@@ -122,41 +114,20 @@ def parse_event(text: str) -> str:
     raise ScpiError(-224, f"{text!r} is not an event (NOTify1-8, DIGio1-6, COMMand, NONE)")
 
 
-class Keithley2450Device(ScpiDevice):
+class Keithley2450Device(SmuDevice):
     """Emulated 2450: state, trigger model and the handlers of its command subset."""
 
     identity = ("KEITHLEY INSTRUMENTS", "MODEL 2450", "04512345", "1.7.12b")
 
-    def __init__(
-        self,
-        *,
-        load: Load | None = None,
-        rng: np.random.Generator | None = None,
-        errors: HiddenErrors | None = None,
-        timing: Timing | None = None,
-        serial: str = "04512345",
-    ) -> None:
-        super().__init__(error_queue_capacity=20)
-        self.identity = (*self.identity[:2], serial, self.identity[3])
-        rng = rng or np.random.default_rng(0)
-        self.smu = SourceMeasure(rng, errors or HiddenErrors(), load or OpenCircuit())
-        self.timing = timing or Timing()
-        self.lines = TriggerLines(6)
-        self.runner = SequenceRunner(f"k2450-{serial}-trigger-model")
-        self._state = threading.RLock()
-        self._common["*TRG"] = lambda call: self._command_trigger()
-        self._common["*OPC?"] = lambda call: self._opc()
-        self._common["*WAI"] = lambda call: self._wait_idle()
-        self._common["*RST"] = lambda call: self._rst()
-        self.reset()
+    error_queue_capacity = 20
+    trigger_line_count = 6
+    runner_name = "k2450-{serial}-trigger-model"
+    busy_name = "trigger model"
 
-    @property
-    def load(self) -> Load:
-        return self.smu.load
-
-    @load.setter
-    def load(self, value: Load) -> None:
-        self.smu.load = value
+    def __init__(self, **kwargs: Any) -> None:
+        """Keyword arguments as :class:`SmuDevice`; adds ``*TRG`` (a COMMAND trigger event)."""
+        super().__init__(**kwargs)
+        self._common["*TRG"] = lambda call: self._fire("COMMAND")
 
     # --- state -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -178,18 +149,6 @@ class Keithley2450Device(ScpiDevice):
         self._dc_mark = time.monotonic()
         self._t0 = time.monotonic()
 
-    def _rst(self) -> None:
-        self.runner.abort()
-        self.reset()
-
-    def close(self) -> None:
-        """Abort a running trigger model (the lab calls this at stop)."""
-        self.runner.abort()
-
-    def _idle_required(self, what: str) -> None:
-        if self.runner.running:
-            raise ScpiError(-221, f"{what} while the trigger model is running")
-
     def _expose(self) -> None:
         """Apply the DC level held on the output since the last mark to the load."""
         now = time.monotonic()
@@ -198,16 +157,6 @@ class Keithley2450Device(ScpiDevice):
             self.smu.hold(self.source.level, self.source.ilim, dt)
 
     # --- common commands that wait for the trigger model ---------------------------------
-    def _opc(self) -> str:
-        self.runner.wait()
-        return "1"
-
-    def _wait_idle(self) -> None:
-        self.runner.wait()
-
-    def _command_trigger(self) -> None:
-        self._fire("COMMAND")
-
     def digital_input(self, line: int, delay_s: float = 0.0) -> None:
         """An edge arrives on digital I/O ``line`` (the trigger link calls this); it is an
         event only when the line is a trigger input."""

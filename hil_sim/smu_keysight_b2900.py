@@ -20,22 +20,13 @@ plus settling.
 
 from __future__ import annotations
 
-import threading
 import time
 
-import numpy as np
-
-from hil_sim.scpi_server import Call, ScpiDevice, ScpiError, fmt, scpi
+from hil_sim.scpi_server import Call, ScpiError, fmt, scpi
+from hil_sim.smu_device import SmuDevice
 from hil_sim.smu_frontend import (
-    HiddenErrors,
-    Load,
-    OpenCircuit,
     Pacer,
     Reading,
-    SequenceRunner,
-    SourceMeasure,
-    Timing,
-    TriggerLines,
 )
 
 LIST_MAX = 2500
@@ -52,40 +43,15 @@ def _channel(call: Call, index: int) -> None:
             raise ScpiError(-224, f"channel list {call.args[index]!r} (only (@1) is emulated)")
 
 
-class KeysightB2900Device(ScpiDevice):
+class KeysightB2900Device(SmuDevice):
     """Emulated B2900 channel 1: state, pulsed list sequence and the command handlers."""
 
     identity = ("Keysight Technologies", "B2902A", "MY51140123", "3.4.2011.5100")
 
-    def __init__(
-        self,
-        *,
-        load: Load | None = None,
-        rng: np.random.Generator | None = None,
-        errors: HiddenErrors | None = None,
-        timing: Timing | None = None,
-        serial: str = "MY51140123",
-    ) -> None:
-        super().__init__(error_queue_capacity=30)
-        self.identity = (*self.identity[:2], serial, self.identity[3])
-        rng = rng or np.random.default_rng(0)
-        self.smu = SourceMeasure(rng, errors or HiddenErrors(), load or OpenCircuit())
-        self.timing = timing or Timing()
-        self.lines = TriggerLines(EXT_LINES)
-        self.runner = SequenceRunner(f"b2900-{serial}-sequence")
-        self._state = threading.RLock()
-        self._common["*OPC?"] = lambda call: self._opc()
-        self._common["*WAI"] = lambda call: self.runner.wait()
-        self._common["*RST"] = lambda call: self._rst()
-        self.reset()
-
-    @property
-    def load(self) -> Load:
-        return self.smu.load
-
-    @load.setter
-    def load(self, value: Load) -> None:
-        self.smu.load = value
+    error_queue_capacity = 30
+    trigger_line_count = EXT_LINES
+    runner_name = "b2900-{serial}-sequence"
+    busy_name = "channel sequence"
 
     def reset(self) -> None:
         self.shape = "DC"
@@ -109,22 +75,6 @@ class KeysightB2900Device(ScpiDevice):
         self.readings: list[Reading] = []
         self.waiting = False
         self._t0 = time.monotonic()
-
-    def _rst(self) -> None:
-        self.runner.abort()
-        self.reset()
-
-    def close(self) -> None:
-        """Abort a running sequence (the lab calls this at stop)."""
-        self.runner.abort()
-
-    def _opc(self) -> str:
-        self.runner.wait()
-        return "1"
-
-    def _idle_required(self, what: str) -> None:
-        if self.runner.running:
-            raise ScpiError(-221, f"{what} while the channel is busy")
 
     def digital_input(self, line: int, delay_s: float = 0.0) -> None:
         """An edge on external line ``line`` (the trigger link calls this)."""

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from instrument.extract.quickselect import select_kth
+
 WIDTH = 64
 """Post units per block of the all-pairs kernel (a fixed width numba vectorises)."""
 
@@ -355,41 +357,6 @@ def average_traces(
             out_gain[k] = g_acc[kk] / n[kk] if n[kk] > 0 else np.nan
 
 
-@numba.njit(cache=True)
-def _select(a: np.ndarray, m: int, kth: int) -> float:
-    """The ``kth`` smallest of ``a[:m]`` (reorders ``a[:m]``; Hoare's quickselect)."""
-    lo = 0
-    hi = m - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        x, y, z = a[lo], a[mid], a[hi]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-            if x > y:
-                y = x
-        pivot = y
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if kth <= j:
-            hi = j
-        elif kth >= i:
-            lo = i
-        else:
-            break
-    return a[kth]
-
-
 @numba.njit(cache=True, parallel=True)
 def trace_sd(
     x: np.ndarray, valid: np.ndarray, bnd: np.ndarray, stride: int, out: np.ndarray
@@ -435,10 +402,10 @@ def trace_sd(
             if k < 10:
                 sds[li] = np.nan
                 continue
-            med = _select(d, k, k // 2)
+            med = select_kth(d, k, k // 2)
             for i in range(k):
                 d[i] = abs(d[i] - med)
-            sds[li] = 1.4826 * _select(d, k, k // 2)
+            sds[li] = 1.4826 * select_kth(d, k, k // 2)
         out[p] = np.nanmedian(sds)
 
 
@@ -455,7 +422,7 @@ def group_medians(key: np.ndarray, values: np.ndarray, n_keys: int) -> np.ndarra
         while j < order.size and key[order[j]] == k:
             buf[j - i] = values[order[j]]
             j += 1
-        out[k] = _select(buf, j - i, (j - i) // 2)
+        out[k] = select_kth(buf, j - i, (j - i) // 2)
         i = j
     return out
 

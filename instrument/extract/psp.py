@@ -38,6 +38,7 @@ import numpy as np
 from scipy.special import erfc
 
 from instrument.extract.params import ExtractionParams
+from instrument.extract.quickselect import select_kth
 
 KIND_EXCITATORY = 0
 KIND_INHIBITORY = 1
@@ -64,41 +65,6 @@ def bin_responses(
 
     base = mean(0, 1)
     return np.stack([mean(a, b) - base for a, b in windows], axis=-1)
-
-
-@numba.njit(cache=True)
-def _select(a: np.ndarray, m: int, kth: int) -> float:
-    """The ``kth`` smallest of ``a[:m]`` (reorders ``a[:m]``; Hoare's quickselect)."""
-    lo = 0
-    hi = m - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        x, y, z = a[lo], a[mid], a[hi]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-            if x > y:
-                y = x
-        pivot = y
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if kth <= j:
-            hi = j
-        elif kth >= i:
-            lo = i
-        else:
-            break
-    return a[kth]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -158,10 +124,10 @@ def screen_scan(
         for r in range(n_win):
             for k in range(m):
                 work[k] = y[r, k]
-            center[r] = _select(work, m, m // 2)
+            center[r] = select_kth(work, m, m // 2)
             for k in range(m):
                 work[k] = abs(y[r, k] - center[r])
-            spread[r] = 1.4826 * _select(work, m, m // 2)
+            spread[r] = 1.4826 * select_kth(work, m, m // 2)
         score = np.zeros(m)
         for k in range(m):
             best = 0.0

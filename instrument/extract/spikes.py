@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from instrument.extract.params import ExtractionParams
+from instrument.extract.quickselect import select_kth
 from instrument.extract.volts import ChannelCalibration
 from instrument.recording import Recording
 
@@ -114,48 +115,12 @@ class ChunkResult:
 
 
 @numba.njit(cache=True)
-def _select(a: np.ndarray, m: int, kth: int) -> float:
-    """The ``kth`` smallest of ``a[:m]`` (reorders ``a[:m]``; Hoare's quickselect)."""
-    lo = 0
-    hi = m - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        # median of three as pivot
-        x, y, z = a[lo], a[mid], a[hi]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-            if x > y:
-                y = x
-        pivot = y
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if kth <= j:
-            hi = j
-        elif kth >= i:
-            lo = i
-        else:
-            break
-    return a[kth]
-
-
-@numba.njit(cache=True)
 def _robust_sd(sub: np.ndarray, m: int) -> float:
     """1.4826 × median absolute deviation of ``sub[:m]`` (reorders it)."""
-    med = _select(sub, m, m // 2)
+    med = select_kth(sub, m, m // 2)
     for i in range(m):
         sub[i] = abs(sub[i] - med)
-    return 1.4826 * _select(sub, m, m // 2)
+    return 1.4826 * select_kth(sub, m, m // 2)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -380,7 +345,7 @@ def _finish_channel(
     keep = np.zeros(nc, dtype=np.bool_)
     if nc > 0:
         heights = cand_h[:nc].copy()
-        typical = _select(heights, nc, nc // 2)
+        typical = select_kth(heights, nc, nc // 2)
         for i in range(nc):
             keep[i] = cand_h[i] >= min_rel * typical
     n_wave = wave.shape[1]
