@@ -28,6 +28,8 @@ MAX_LIVE_CHANNELS = 256
 PAGE_SIZES = (16, 32, 64, 128, 256)
 LAYOUT_REFRESH_S = 1.0
 """How often the lanes (centre and spacing of each trace) follow the signals, s."""
+RETRY_MS = 300
+"""A scroll-back past what the file holds yet is read again after this long, ms."""
 
 
 def channel_label(channel: int, cols: int) -> str:
@@ -315,7 +317,13 @@ class LiveTraces(QtWidgets.QWidget):
 
     def show_envelope(self, env: Envelope) -> None:
         """Draw envelopes read back from the file (while paused), on the paused time axis."""
-        if not self.paused or env.lo.shape[1] == 0:
+        if not self.paused:
+            return
+        if env.lo.shape[1] == 0:  # the file (written behind the live view) is not there yet
+            self.info.setText(
+                f"paused: the file holds {env.n_samples} samples so far; reading again…"
+            )
+            QtCore.QTimer.singleShot(RETRY_MS, self._request_scroll_back)
             return
         x_ms = (env.t_s + env.bin_s / 2 - self.frozen_end_s) * 1e3
         self.plot.set_envelopes(

@@ -251,3 +251,39 @@ def test_feed_keeps_the_trace_history_from_short_aligned_windows():
         assert feed._stitch(other, rate).lo.shape == (k, 8)  # new channels: a new history
     finally:
         feed.close()
+
+
+def test_scroll_back_past_the_file_reads_again_until_the_file_holds_it(app, qtbot):
+    from gui.traces import LiveTraces
+    from instrument.acquisition import Snapshot
+    from instrument.envelopes import Envelope
+
+    view = LiveTraces()
+    qtbot.addWidget(view)
+    rate, k, bins = 10_000.0, 2, 50
+    t = np.arange(bins) / 100.0
+    lo = np.zeros((k, bins), dtype=np.float32)
+    z = np.zeros(4)
+    assert view.show_snapshot(
+        1, Snapshot(rate, np.arange(k), t, lo, lo + 1, z, z, z, z, z, 1.0, None)
+    )
+    asked: list[tuple[float, float]] = []
+    file_rows = [0]  # the file lags the live view: empty at first
+
+    def read_back(channels, t0, t1, n_bins):
+        asked.append((t0, t1))
+        n = file_rows[0]
+        if n == 0:
+            empty = np.zeros((k, 0), dtype=np.float32)
+            view.show_envelope(Envelope(channels, np.zeros(0), 0.0, empty, empty, 0))
+        else:
+            b = np.zeros((k, 10), dtype=np.float32)
+            view.show_envelope(Envelope(channels, t0 + np.arange(10) * 0.01, 0.01, b, b + 1, n))
+        file_rows[0] = 5000  # by the next read the writer has caught up
+
+    view.read_back = read_back
+    view.pause.click()
+    view.plot.setXRange(-400, -100, padding=0)
+    qtbot.waitUntil(lambda: view.info.text().startswith("paused: file"), timeout=5000)
+    assert len(asked) >= 2  # the empty read was retried
+    view.pause.click()
