@@ -511,6 +511,8 @@ class MainWindow(QtWidgets.QMainWindow):
         lab = self._require_lab()
         acq = lab.recording
         self.feed.detach()
+        if acq is not None:  # the final state, shown with the buttons that follow from it
+            self.recording_panel.show_status(acq.status(), acq.path)
         self._update_buttons()
         if acq is not None and acq.error is not None:
             self.connection.refresh(lab.states())

@@ -12,6 +12,10 @@ of the truth cannot be measured from this recording; the coverage is reported).
 Scores are reported overall, by true |PSP| (precision bins use the true size for true
 positives and the extracted size for false positives), and by the PSP relative to the
 noise of its average (single-trial SD of the post unit's response / √triggers / gain).
+For PSPs ≥ 3× that noise a *recall ceiling* is reported too: the recall of an ideal
+detector whose z were the PSP/noise itself, at the detection threshold this run realised
+(the largest reported p, before the Šidák correction over the windows) — what the false-
+discovery control over all tested pairs allows at best.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from instrument.extract.pipeline import ExtractionResult
 from instrument.extract.psp import KIND_ELECTRICAL, KIND_NAMES
@@ -64,6 +69,15 @@ def _bin_labels(edges: tuple[float, ...], scale: float, unit: str) -> list[str]:
     labels += [f"{a:g}-{b:g}{unit}" for a, b in itertools.pairwise(e)]
     labels.append(f">={e[-1]:g}{unit}")
     return labels
+
+
+def detection_threshold_z(p: np.ndarray, n_windows: int) -> float:
+    """The |z| a single window must reach to be detected in this run: the largest reported
+    p-value (the BH threshold as realised) before the Šidák correction over the windows."""
+    if p.size == 0:
+        return float("nan")
+    p_window = -np.expm1(np.log1p(-min(float(np.max(p)), 1.0 - 1e-16)) / n_windows)
+    return float(norm.isf(p_window / 2.0))
 
 
 def score(result: ExtractionResult, truth: GroundTruth) -> dict[str, Any]:
@@ -176,6 +190,11 @@ def score(result: ExtractionResult, truth: GroundTruth) -> dict[str, Any]:
     p_, r_ = snr3["precision"], snr3["recall"]
     snr3["f1"] = 2 * p_ * r_ / (p_ + r_) if p_ == p_ and r_ == r_ and p_ + r_ > 0 else float("nan")
     snr3.update(n_true=int(above.sum()), n_detected=int(det_above.sum()))
+    z_star = detection_threshold_z(conn.p, len(params.windows()))
+    snr3["threshold_z"] = z_star
+    snr3["recall_ceiling"] = (
+        float(np.mean(norm.sf(z_star - true_snr[above]))) if above.any() else float("nan")
+    )
 
     # classes, weights, latencies over true positives
     tp_det = det_idx[tp_mask]
@@ -248,7 +267,10 @@ def format_scores(scores: dict[str, Any]) -> str:
         f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  F1 {s['f1']:.3f}  "
         f"error rate {s['error_rate']:.3f}",
         f"PSP >= 3x noise of its average: precision {s['snr_at_least_3']['precision']:.3f}  "
-        f"recall {s['snr_at_least_3']['recall']:.3f}  (n {s['snr_at_least_3']['n_true']})",
+        f"recall {s['snr_at_least_3']['recall']:.3f}  (n {s['snr_at_least_3']['n_true']}; "
+        f"a detector whose z were the PSP/noise itself would reach recall "
+        f"{s['snr_at_least_3']['recall_ceiling']:.3f} at this run's threshold "
+        f"|z| {s['snr_at_least_3']['threshold_z']:.2f})",
         f"sign accuracy {s['sign_accuracy']:.3f}  class accuracy {s['class_accuracy']:.3f}  "
         f"weight r {s['weight_correlation']:.3f} (median ratio {s['weight_ratio_median']:.2f})  "
         f"latency |error| median {s['latency_error_median_s'] * 1e3:.2f} ms "

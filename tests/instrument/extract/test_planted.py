@@ -86,6 +86,18 @@ def test_scores_are_reported_by_amplitude_and_noise_bins(planted, planted_result
     assert s["recall"] >= 11 / 12
     assert s["snr_at_least_3"]["recall"] >= 11 / 12
     assert s["latency_error_median_s"] < 1e-3
+    assert 3.0 < s["snr_at_least_3"]["threshold_z"] < 8.0
+    assert 0.0 <= s["snr_at_least_3"]["recall_ceiling"] <= 1.0
+
+
+def test_the_detection_threshold_undoes_the_sidak_correction():
+    from instrument.extract.score import detection_threshold_z
+
+    # one window: p = 2 × the normal tail beyond z
+    assert detection_threshold_z(np.array([1e-9, 0.0455]), 1) == pytest.approx(2.0, abs=1e-3)
+    # six windows: the family p of 6 × 2.87e-7 is a window p of 2.87e-7, |z| 5.13
+    assert detection_threshold_z(np.array([6 * 2.87e-7]), 6) == pytest.approx(5.13, abs=0.01)
+    assert np.isnan(detection_threshold_z(np.zeros(0), 6))
 
 
 def test_a_disynaptic_response_relayed_by_an_eventful_target_is_dropped():
