@@ -27,20 +27,6 @@ import numpy as np
 from hil_sim import culture_kernels as kern
 from hil_sim.culture import Culture
 
-TRUTH_FIELDS = (
-    "neuron_position_m",
-    "neuron_excitatory",
-    "electrode_neuron",
-    "electrode_coupling",
-    "synapse_pre",
-    "synapse_post",
-    "synapse_weight_v",
-    "synapse_delay_s",
-    "synapse_kind",
-)
-"""The ground-truth arrays a recording carries under ``/truth``, in this order (the reader's
-list is ``instrument.recording.GroundTruth.FIELDS``)."""
-
 N_ROWS = 64
 N_COLS = 64
 N_CHANNELS = N_ROWS * N_COLS
@@ -411,11 +397,14 @@ class ElectrodeArray:
 
         Dead and saturated channels are listed as uncoupled (they never show a neuron).
         """
-        out = self.culture.truth_arrays()
+        culture = self.culture.truth_arrays()
         ok = self.channel_status == CHANNEL_OK
-        out["electrode_neuron"] = self.electrode_neuron()
-        out["electrode_coupling"] = np.where(ok, self._coupling, 0.0).astype(np.float32)
-        return {k: out[k] for k in TRUTH_FIELDS}
+        return {  # neurons, electrodes, synapses: the order of the file's /truth group
+            **{k: v for k, v in culture.items() if k.startswith("neuron_")},
+            "electrode_neuron": self.electrode_neuron(),
+            "electrode_coupling": np.where(ok, self._coupling, 0.0).astype(np.float32),
+            **{k: v for k, v in culture.items() if k.startswith("synapse_")},
+        }
 
     @_locked
     def truth_attrs(self) -> dict[str, Any]:

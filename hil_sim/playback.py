@@ -23,8 +23,6 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the compression filters)
 import numpy as np
 
-from hil_sim.electrodes import TRUTH_FIELDS
-
 log = logging.getLogger(__name__)
 
 
@@ -130,7 +128,9 @@ class PlaybackSource:
         if "truth" not in self._file:
             return {}
         group = self._file["truth"]
-        return {name: group[name][()] for name in TRUTH_FIELDS if name in group}
+        return {  # every array the recording carries, as recorded
+            name: item[()] for name, item in group.items() if isinstance(item, h5py.Dataset)
+        }
 
     def truth_attrs(self) -> dict[str, Any]:
         """The recording's ground-truth attributes, plus where they came from."""
