@@ -9,12 +9,14 @@ Real time = 4096 channels x 10 kHz x int16 = 81.9 MB/s. In one run, side by side
 2. End to end: the board emulator in its own process plays a recorded culture file
    (``PlaybackSource``, preloaded) paced at a rate; this process runs the driver and the
    acquisition into HDF5. Rates are raised until frames are lost or the writer falls
-   behind; the highest clean rate is the sustained rate.
+   behind.
 3. Bare loop: the same emulator unpaced, and a loop that only receives the bytes and
    writes them to a file (no parsing, no CRC, no HDF5) — the wire's and disk's ceiling.
 
-Then the sustained rate and the bare loop are repeated, interleaved, and medians are
-quoted, with the acquisition's CPU seconds per second of data.
+Then the highest clean rate and the bare loop are repeated, interleaved; if a repeat loses
+frames the next lower clean rate is repeated instead. The sustained rate is the highest
+whose repeats are all clean; medians are quoted, with the acquisition's CPU seconds per
+second of data.
 """
 
 from __future__ import annotations
@@ -306,7 +308,7 @@ def main() -> int:
         try:
             run_acquisition(emu, 2.0, 1.0, workdir, args.codec)  # warm-up, not reported
             print(f"\nRamp: end-to-end at paced rates, {run_s:g} s of data each ({args.codec}):")
-            sustained = 0.0
+            clean_rates: list[float] = []
             for rate in rates:
                 for attempt in (1, 2):  # a failure gets one retry: the machine is shared
                     r = run_acquisition(emu, rate, run_s, workdir, args.codec)
@@ -320,15 +322,21 @@ def main() -> int:
                         break
                 if not r["ok"]:
                     break
-                sustained = rate
-            if sustained == 0.0:
+                clean_rates.append(rate)
+            if not clean_rates:
                 print("  no clean rate found")
                 return 1
-            print(f"\nRepeats ({repeats}, interleaved): sustained {sustained:g}x vs the bare loop")
-            e2e, bare = [], []
-            for _ in range(repeats):
-                bare.append(run_bare(emu, run_s, workdir))
-                e2e.append(run_acquisition(emu, sustained, run_s, workdir, args.codec))
+            # the sustained rate: the highest clean ramp rate whose repeats all stay clean
+            # (one short clean run can be luck on a shared machine: step down until it holds)
+            for sustained in reversed(clean_rates):
+                print(f"\nRepeats ({repeats}, interleaved): {sustained:g}x vs the bare loop")
+                e2e, bare = [], []
+                for _ in range(repeats):
+                    bare.append(run_bare(emu, run_s, workdir))
+                    e2e.append(run_acquisition(emu, sustained, run_s, workdir, args.codec))
+                if all(r["ok"] for r in e2e):
+                    break
+                print(f"  losses at {sustained:g}x in a repeat: the next lower clean rate")
         finally:
             emu.close()
 
@@ -336,6 +344,7 @@ def main() -> int:
         return statistics.median(r[key] for r in rows)
 
     clean = all(r["ok"] for r in e2e)
+    achieved = med(e2e, "rt")
     print(f"\n  {'path':44s} {'x real time':>11s} {'CPU s/s':>8s} {'emu CPU s/s':>11s}")
     print(
         f"  {'board playback -> driver -> HDF5 (paced)':44s} {med(e2e, 'rt'):10.2f}x "
@@ -345,10 +354,10 @@ def main() -> int:
         f"  {'board playback -> recv -> raw file (unpaced)':44s} {med(bare, 'rt'):10.2f}x "
         f"{med(bare, 'cpu_per_s'):8.3f} {med(bare, 'emu_cpu_per_s'):11.3f}"
     )
+    losses = "zero frames lost in every repeat" if clean else "LOSSES in a repeat"
     print(
-        f"\n  sustained end-to-end rate: {sustained:g}x real time "
-        f"({'zero frames lost in every repeat' if clean else 'LOSSES in a repeat'}); "
-        f"target 5x: {'met' if sustained >= 5 and clean else 'NOT met'}"
+        f"\n  sustained end-to-end rate: {achieved:.2f}x real time (median, paced at "
+        f"{sustained:g}x; {losses}); target 5x: {'met' if achieved >= 5 and clean else 'NOT met'}"
     )
     print(f"  end-to-end / bare loop: {med(e2e, 'rt') / med(bare, 'rt'):.2f}")
     print(f"  compression ({args.codec}): {med(e2e, 'ratio'):.2f}x smaller than raw")
@@ -375,7 +384,7 @@ def main() -> int:
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"  plot: {args.plot}")
-    return 0 if clean and sustained >= 5 else 1
+    return 0 if clean and achieved >= 5 else 1
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _isolation import own_calibration_store  # noqa: E402  (bench/ is the script folder)
+
 from gui.app import get_app  # noqa: E402
 from gui.main_window import MainWindow  # noqa: E402
 from instrument.config import load, loads  # noqa: E402
@@ -157,7 +159,7 @@ class ThreadCpu:
 def embedded() -> Iterator[tuple[Any, str]]:
     from instrument.embedded_lab import embedded_lab
 
-    with embedded_lab(seed=1) as (config, _lab):
+    with embedded_lab(own_calibration_store(load()), seed=1) as (config, _lab):
         yield config, "embedded lab (emulator in this process)"
 
 
@@ -178,7 +180,7 @@ def external() -> Iterator[tuple[Any, str]]:
                 break
             lines.append(line)
         text = "".join(x for x in lines if not x.startswith("#"))
-        config = loads(text, "brainpaste sim", base=load().text)
+        config = own_calibration_store(loads(text, "brainpaste sim", base=load().text))
         external.process = psutil.Process(proc.pid)  # type: ignore[attr-defined]
         yield config, "external lab (brainpaste sim in its own process)"
     finally:

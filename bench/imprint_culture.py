@@ -25,6 +25,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from _isolation import own_calibration_store
 
 import hil_sim.lab
 from hil_sim.cnea_board import build_cnea
@@ -56,7 +57,10 @@ def record(folder: Path, duration_s: float, neurons: int, seed: int) -> Path:
     hil_sim.lab.BUILDERS[:] = [build_cnea]
     try:
         options = {"cnea": {"rate": 1.0, "n_neurons": neurons}}
-        with embedded_lab(load(), seed=seed, options=options) as (config, _lab):
+        with embedded_lab(own_calibration_store(load()), seed=seed, options=options) as (
+            config,
+            _lab,
+        ):
             board = open_instrument(config, "cnea")
             try:
                 board.electroporate(None, 2.5, 1e-3)
@@ -103,10 +107,12 @@ def run_technology(
     technology: str, cmap: ConnectivityMap, out: Path, rows: int, cols: int, seed: int
 ) -> dict[str, Any]:
     base = load()
-    config = loads(
-        f'[crossbar]\nrows = {rows}\ncols = {cols}\ntechnology = "{technology}"\n',
-        "<bench>",
-        base=Path(base.source).read_text(),
+    config = own_calibration_store(
+        loads(
+            f'[crossbar]\nrows = {rows}\ncols = {cols}\ntechnology = "{technology}"\n',
+            "<bench>",
+            base=Path(base.source).read_text(),
+        )
     )
     plan = make_plan(config, technology)
     tiles = len(mapping_for(config, plan, cmap).tiles)
@@ -171,8 +177,9 @@ def main() -> int:
     ]
     physical = None
     if "rram" in args.technologies:
-        config = loads(f'[crossbar]\nrows = {args.rows}\ncols = {args.cols}\n', "<bench>",
-                       base=Path(load().source).read_text())  # fmt: skip
+        crossbar = f"[crossbar]\nrows = {args.rows}\ncols = {args.cols}\n"
+        base = Path(load().source).read_text()
+        config = own_calibration_store(loads(crossbar, "<bench>", base=base))
         saved = list(hil_sim.lab.BUILDERS)
         hil_sim.lab.BUILDERS[:] = [start_rig, build_line_drivers]
         try:

@@ -35,6 +35,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from _isolation import own_calibration_store
 from tqdm import tqdm
 
 import hil_sim.lab
@@ -125,7 +126,12 @@ def main() -> int:
                                "reading_time_s": args.reading_time}}  # fmt: skip
             with (
                 tempfile.TemporaryDirectory() as tmp,
-                embedded_lab(load(), seed=rep + 1, latency_s=LATENCY_S, options=options) as (
+                embedded_lab(
+                    own_calibration_store(load()),
+                    seed=rep + 1,
+                    latency_s=LATENCY_S,
+                    options=options,
+                ) as (
                     config,
                     _lab,
                 ),

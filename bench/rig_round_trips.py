@@ -32,6 +32,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _isolation import own_calibration_store
 from tqdm import tqdm
 
 import hil_sim.lab
@@ -94,7 +95,10 @@ def main() -> int:
     hil_sim.lab.BUILDERS[:] = [start_rig]  # only the rig: the other emulators would share the CPU
     rows: list[dict[str, Any]] = []
     try:
-        with embedded_lab(load(), latency_s=LATENCY_S, options=options) as (config, lab):
+        with embedded_lab(own_calibration_store(load()), latency_s=LATENCY_S, options=options) as (
+            config,
+            lab,
+        ):
             config = dataclasses.replace(config, crossbar=CrossbarConfig(rows=ROWS, cols=COLS))
             timing = lab.instruments["smu"].servers[0].device.timing
             nplc = 0.01
