@@ -30,11 +30,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from calibration.progress import Progress
 from calibration.records import (
     CalibrationError,
     CalibrationRecord,
@@ -53,8 +54,6 @@ from drivers.cnea_frames import FLAG_CALIBRATION, Frame
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
-"""``progress(done, total, what)``."""
 
 MODE_NAMES = ("current clamp", "voltage clamp")
 CODE_MAX = 32767

@@ -30,11 +30,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from calibration.progress import Progress
 from calibration.records import (
     CalibrationError,
     CalibrationRecord,
@@ -48,7 +48,6 @@ from drivers.selector import BIAS_SCHEMES
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
 
 STUCK_HIGH, STUCK_LOW = 1, -1
 

@@ -227,7 +227,7 @@ class CalibrationRecord:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, default=_json_default)
+        return json.dumps(self.to_dict(), indent=1, default=json_default)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationRecord:
@@ -274,7 +274,7 @@ class CalibrationRecord:
             meta.pop(name)
         group.attrs["format"] = FORMAT
         group.attrs["format_version"] = FORMAT_VERSION
-        group.attrs["record_json"] = json.dumps(meta, default=_json_default)
+        group.attrs["record_json"] = json.dumps(meta, default=json_default)
         for name, mapping in (("values", self.values), ("uncertainties", self.uncertainties)):
             sub = group.create_group(name)
             for key, value in mapping.items():
@@ -341,7 +341,8 @@ def _text_to_float(data: Any) -> Any:
     return float(data)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy scalars and arrays (anything else as text)."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -27,11 +27,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from calibration.progress import Progress
 from calibration.records import (
     CalibrationError,
     CalibrationRecord,
@@ -44,8 +44,6 @@ from drivers.selector import REFERENCES, CrossbarSelector
 from drivers.smu import SMU
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)

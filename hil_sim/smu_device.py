@@ -7,6 +7,7 @@ Each model (``smu_keithley2450``, ``smu_keysight_b2900``) adds its identity, its
 
 from __future__ import annotations
 
+import abc
 import threading
 
 import numpy as np
@@ -23,7 +24,7 @@ from hil_sim.smu_frontend import (
 )
 
 
-class SmuDevice(ScpiDevice):
+class SmuDevice(ScpiDevice, abc.ABC):
     """An emulated SMU: a :class:`SourceMeasure` on a load, trigger lines, one sequence
     thread; ``*RST`` aborts the sequence and resets the model's state."""
 
@@ -68,9 +69,9 @@ class SmuDevice(ScpiDevice):
     def load(self, value: Load) -> None:
         self.smu.load = value
 
+    @abc.abstractmethod
     def reset(self) -> None:
         """The model's power-on state."""
-        raise NotImplementedError
 
     def _opc(self) -> str:
         """``*OPC?``: 1 once the running sequence has finished."""

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calibration.records import json_default
 from drivers.errors import CommunicationError, SafetyLimitError
 from instrument.cli import LOG_FORMAT
 from instrument.config import ConfigError, LabConfig
@@ -91,18 +92,10 @@ class SessionState:
     def save(self, folder: Path) -> None:
         """Write ``state.json`` atomically (a crash leaves the old or the new, never half)."""
         tmp = folder / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=_json_default))
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=json_default))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, folder / STATE_FILE)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def _utc_now() -> str:

@@ -279,16 +279,7 @@ def _evaluate_cnea(board: CneaBoard, record: CalibrationRecord) -> list[Evaluati
 def _smu(ctx: _Context, number: int) -> tuple[CalibrationRecord, list[Evaluation]]:
     smu_name, selector_name = rig_instruments(number)
     with open_rig(ctx.config, smu=smu_name, selector=selector_name, calibration=False) as rig:
-        with _progress(f"calibrate {smu_name}", ctx.args.no_progress) as bar:
-            record = calibrate_smu(
-                rig.smu,
-                rig.selector,
-                rig.limits,
-                operator=ctx.operator,
-                valid_days=ctx.settings.smu_valid_days,
-                software_version=_software(),
-                progress=bar,
-            )
+        record = _calibrate_smu(ctx, rig, smu_name)
         evaluations = []
         if ctx.lab is not None:
             evaluations = [_evaluate_smu(rig, record, _device(ctx.lab, selector_name))]
@@ -383,8 +374,15 @@ def _smu_record_for(ctx: _Context, rig: Any, smu_name: str) -> CalibrationRecord
         print(f"{smu_name}: using SMU record {chosen.record.record_id}", file=sys.stderr)
         return chosen.record
     print(f"{smu_name}: {chosen.message()}; calibrating the SMU first", file=sys.stderr)
+    record = _calibrate_smu(ctx, rig, smu_name)
+    _keep(ctx, record, [])
+    return record
+
+
+def _calibrate_smu(ctx: _Context, rig: Any, smu_name: str) -> CalibrationRecord:
+    """Calibrate the rig's SMU against the selector's references, with a progress bar."""
     with _progress(f"calibrate {smu_name}", ctx.args.no_progress) as bar:
-        record = calibrate_smu(
+        return calibrate_smu(
             rig.smu,
             rig.selector,
             rig.limits,
@@ -393,8 +391,6 @@ def _smu_record_for(ctx: _Context, rig: Any, smu_name: str) -> CalibrationRecord
             software_version=_software(),
             progress=bar,
         )
-    _keep(ctx, record, [])
-    return record
 
 
 def _evaluate_crossbar(

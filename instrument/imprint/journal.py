@@ -44,6 +44,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from calibration.records import json_default
 from instrument.storage import utc_now
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class Journal:
 
     def write_report(self, report: Mapping[str, Any]) -> None:
         """The run's report as JSON text (in the preallocated ``report_json`` bytes)."""
-        raw = json.dumps(report, default=_json_default).encode()
+        raw = json.dumps(report, default=json_default).encode()
         if len(raw) >= REPORT_BYTES:
             raw = json.dumps({"truncated": True, "summary": report.get("summary")}).encode()
         buf = np.zeros(REPORT_BYTES, dtype=np.uint8)
@@ -506,11 +507,3 @@ def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

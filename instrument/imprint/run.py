@@ -14,6 +14,7 @@ the technology's safety limits (:func:`~instrument.imprint.settings.check_agains
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -520,7 +521,8 @@ def _report(
         reader, source = column_reader_from_read(g), "computed from the final read"
         if line_drivers and k < len(line_drivers) and line_drivers[k] is not None:
             reader, source = line_drivers[k].column_currents, "line driver (analog)"
-        functional: dict[str, Any] = functional_check(
+        check = functools.partial(
+            functional_check,
             rows,
             g.shape,
             reader,
@@ -529,19 +531,11 @@ def _report(
             seed=plan.settings.seed + k,
             intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
         )
+        functional: dict[str, Any] = check()
         functional["source"] = source
         # rows holding a stuck cell (found by characterization, or failed while programming)
         stuck_rows = np.unique(rows["row"][np.isin(rows["state"], (SKIPPED, FAILED))])
-        clean = functional_check(
-            rows,
-            g.shape,
-            reader,
-            read_v,
-            vectors=plan.settings.functional_vectors,
-            seed=plan.settings.seed + k,
-            intended_s=_window_of(journal).level_conductance(np.maximum(rows["level"], 0)),
-            skip_rows=stuck_rows,
-        )
+        clean = check(skip_rows=stuck_rows)
         functional["without_stuck_rows"] = {
             "rows_left_out": int(stuck_rows.size),
             "relative_rms_error": clean["relative_rms_error"],
