@@ -1,8 +1,8 @@
 """Traces: the selected channels live (pause, then scroll back through the file), and a paged
 view through all channels of a session, both drawn as per-pixel min/max envelopes.
 
-One :class:`StackedTraces` plot draws any number of channels as a single curve (NaN breaks
-between channels and across lost samples), so 128 channels cost one path per frame. Values
+One :class:`StackedTraces` plot draws any number of channels into one image at the
+screen's resolution (:mod:`gui.trace_image`; NaN breaks a trace across lost samples). Values
 are shown in mV (pA for voltage-clamp channels), each trace around its own median, stacked
 ``spacing`` apart; time in ms.
 """
@@ -18,6 +18,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from gui.app import cache_axes
+from gui.trace_image import EnvelopeItem
 from instrument.acquisition import Snapshot
 from instrument.envelopes import Envelope
 
@@ -37,27 +38,6 @@ def channel_label(channel: int, cols: int) -> str:
     if cols <= 1:
         return f"ch {channel}"
     return f"ch {channel} (r{channel // cols} c{channel % cols})"
-
-
-def envelope_path(
-    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, offsets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """One polyline through every channel's envelope: for bin p of channel k the points
-    (x_p, lo_kp + offset_k), (x_p, hi_kp + offset_k); a NaN point ends each channel.
-
-    ``lo``, ``hi``: (K, P) in display units; ``x``: (P,); ``offsets``: (K,).
-    """
-    k, p = lo.shape
-    ys = np.empty((k, 2 * p + 1), dtype=np.float64)
-    ys[:, 0 : 2 * p : 2] = lo
-    ys[:, 1 : 2 * p : 2] = hi
-    ys[:, : 2 * p] += offsets[:, None]
-    ys[:, -1] = np.nan
-    xs = np.empty(2 * p + 1, dtype=np.float64)
-    xs[0 : 2 * p : 2] = x
-    xs[1 : 2 * p : 2] = x
-    xs[-1] = x[-1] if p else 0.0
-    return np.tile(xs, k), ys.ravel()
 
 
 def lane_statistics(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +85,8 @@ class StackedTraces(pg.PlotWidget):
         self.plotItem.hideButtons()
         self.plotItem.setLabel("bottom", x_label, units="")
         self.plotItem.showGrid(x=True, y=False, alpha=0.2)
-        self.curve = pg.PlotCurveItem(pen=pg.mkPen("#7fd37f", width=1), connect="finite")
-        self.addItem(self.curve)
+        self.envelopes = EnvelopeItem()
+        self.addItem(self.envelopes)
         self.scale_bar = pg.PlotCurveItem(pen=pg.mkPen("w", width=2))
         self.scale_text = pg.TextItem(color="w", anchor=(0, 1))
         self.addItem(self.scale_bar)
@@ -122,7 +102,7 @@ class StackedTraces(pg.PlotWidget):
         self.unit = "mV"
         self._auto_range = True
         self.points = 0
-        """Points in the curve now (for the bench)."""
+        """Envelope bins drawn now (channels x bins)."""
 
     def set_envelopes(
         self,
@@ -158,9 +138,8 @@ class StackedTraces(pg.PlotWidget):
             lo_d = np.clip(lo_d - middle[:, None], -limit, limit) + middle[:, None]
             hi_d = np.clip(hi_d - middle[:, None], -limit, limit) + middle[:, None]
         offsets = -np.arange(k, dtype=np.float64) * spacing - middle
-        xs, ys = envelope_path(np.asarray(x, dtype=np.float64), lo_d, hi_d, offsets)
-        self.points = xs.size
-        self.curve.setData(xs, ys, connect="finite", skipFiniteCheck=True)
+        self.envelopes.set_data(np.asarray(x, dtype=np.float64), lo_d, hi_d, offsets)
+        self.points = lo_d.size
         new_channels = not np.array_equal(channels, self.channels) or spacing != self._drawn_spacing
         self.channels = np.asarray(channels)
         self._drawn_spacing = spacing
@@ -181,7 +160,7 @@ class StackedTraces(pg.PlotWidget):
     _asked = 0.0
 
     def clear_traces(self) -> None:
-        self.curve.setData([], [])
+        self.envelopes.clear()
         self.points = 0
 
     def _set_ticks(self, spacing: float) -> None:

@@ -92,14 +92,14 @@ def test_record_select_see_traces_change_stop_and_page(window, qtbot, tmp_path):
     qtbot.waitUntil(
         lambda: (
             np.array_equal(w.live_traces.plot.channels, chosen)
-            and np.isfinite(w.live_traces.plot.curve.getData()[1]).sum() > 16 * 200
+            and np.isfinite(w.live_traces.plot.envelopes.data()[2]).sum() > 16 * 200
         ),
         timeout=WAIT_MS,
     )
-    first = w.live_traces.plot.curve.getData()[1].copy()
+    first = w.live_traces.plot.envelopes.data()[2].copy()
     serial = w.live_traces.shown_serial
     qtbot.waitUntil(lambda: w.live_traces.shown_serial > serial + 2, timeout=WAIT_MS)
-    later = w.live_traces.plot.curve.getData()[1]
+    later = w.live_traces.plot.envelopes.data()[2]
     assert first.shape != later.shape or not np.array_equal(first, later, equal_nan=True)
     assert w.live_traces.plot.getAxis("left")._tickLevels[0][0][1].startswith(f"ch {chosen[0]}")
 

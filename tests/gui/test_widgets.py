@@ -15,41 +15,100 @@ from gui.connection_panel import ConnectionPanel
 from gui.log_panel import LogPanel
 from gui.raster import RasterView, spike_image
 from gui.recording_panel import RecordingPanel, format_status
-from gui.traces import StackedTraces, envelope_path, nice_step
+from gui.trace_image import TRACE_ARGB, envelope_image
+from gui.traces import StackedTraces, nice_step
 from instrument.acquisition import AcquisitionStatus
 from instrument.live import InstrumentState
 
 
-def test_envelope_path_draws_each_bin_as_a_vertical_stroke():
-    lo = np.array([[0.0, 1.0], [5.0, 6.0]])
-    hi = lo + 0.5
-    xs, ys = envelope_path(np.array([10.0, 20.0]), lo, hi, np.array([0.0, -100.0]))
-    assert xs.tolist()[:5] == [10.0, 10.0, 20.0, 20.0, 20.0]
-    assert ys[:4].tolist() == [0.0, 0.5, 1.0, 1.5] and np.isnan(ys[4])
-    assert ys[5:9].tolist() == [-95.0, -94.5, -94.0, -93.5] and np.isnan(ys[9])
+def _lit(image: np.ndarray) -> np.ndarray:
+    return image == TRACE_ARGB
+
+
+def test_envelope_image_strokes_each_bin_from_min_to_max():
+    x = np.array([5.0])
+    lo, hi = np.array([[2.0]], np.float32), np.array([[6.0]], np.float32)
+    image = envelope_image(x, lo, hi, np.zeros(1), (0.0, 10.0, 0.0, 10.0), (10, 10))
+    lit = _lit(image)
+    assert lit[:, 5].nonzero()[0].tolist() == [2, 3, 4, 5, 6]  # row 0 = y0
+    assert lit.sum() == 5 and np.all(image[~lit] == 0)  # transparent elsewhere
+
+
+def test_envelope_image_joins_bins_and_breaks_at_lost_samples():
+    x = np.array([1.0, 8.0])
+    lo = np.array([[0.0, 9.0], [0.0, np.nan]], np.float32)
+    hi = lo.copy()
+    image = envelope_image(x, lo, hi, np.array([0.0, 20.0]), (0.0, 10.0, 0.0, 40.0), (10, 40))
+    lit = _lit(image)
+    # trace 0: a line from (1, 0) to (8, 9): every column between is lit, rows rising
+    lane0 = lit[:20]
+    assert lane0[:, 1:9].any(axis=0).all() and not lane0[:, 9:].any() and not lane0[:, 0].any()
+    first_row = [int(np.argmax(lane0[:, c])) for c in range(1, 9)]
+    assert first_row == sorted(first_row) and first_row[0] == 0 and lane0[9, 8]
+    # trace 1, 20 up: one point, the NaN bin breaks the line
+    assert lit[20:].sum() == 1 and lit[20, 1]
+
+
+def test_envelope_image_clips_what_lies_outside():
+    x = np.array([-50.0, 5.0, 500.0])
+    lo = np.array([[-100.0, -100.0, 5.0]], np.float32)
+    hi = np.array([[-100.0, 5.0, 5.0]], np.float32)
+    image = envelope_image(x, lo, hi, np.zeros(1), (0.0, 10.0, 0.0, 10.0), (10, 10))
+    lit = _lit(image)
+    assert lit[:, 5].nonzero()[0].tolist() == list(range(6))  # the stroke, cut at row 0
+    assert lit[5, 6:].all() and lit[:, 6:].sum() == 4  # the flat line to x = 500, cut
+    assert not lit[:, :5].any()  # the line from x = -50 runs below the image
 
 
 def test_nice_step():
     assert [nice_step(v) for v in (0.7, 3.0, 7.0, 12.0, 260.0)] == [0.5, 2.0, 5.0, 10.0, 200.0]
 
 
-def test_stacked_traces_one_curve_for_all_channels(app, qtbot):
+def test_stacked_traces_one_image_for_all_channels(app, qtbot):
     plot = StackedTraces()
     qtbot.addWidget(plot)
     plot.resize(800, 600)
     plot.show()
-    k, p = 128, 700
+    qtbot.waitExposed(plot)
+    k, p = 8, 700
     rng = np.random.default_rng(1)
     lo = rng.normal(-0.07, 1e-3, size=(k, p)).astype(np.float32)
     hi = lo + 2e-3
-    lo[5, 100:120] = np.nan  # a gap
-    hi[5, 100:120] = np.nan
+    lo[5, 300:700] = np.nan  # lost samples: the newer half of trace 5
+    hi[5, 300:700] = np.nan
+    plot.spacing = 10.0  # mV: lanes apart (the noise spans ~6 mV)
     plot.set_envelopes(np.arange(k), np.linspace(-2000, 0, p), lo, hi)
-    assert plot.points == k * (2 * p + 1)
-    x, y = plot.curve.getData()
-    assert x.size == plot.points and np.isnan(y).sum() == k + 40
+    assert plot.points == k * p
     assert plot.scale_text.toPlainText().endswith("mV")
-    qtbot.wait(50)
+    qtbot.waitUntil(lambda: plot.envelopes.renders > 0)
+    # what is on screen: green in every lane, top to bottom in channel order, and in
+    # trace 5's lane only over its older half
+    shot = plot.viewport().grab().toImage()
+    rgb = np.array(
+        [[shot.pixel(c, r) & 0xFFFFFF for c in range(0, shot.width(), 2)]
+         for r in range(shot.height())]
+    )  # fmt: skip
+    green = rgb == TRACE_ARGB & 0xFFFFFF
+    rows = np.nonzero(green.any(axis=1))[0]
+    assert rows.size > 0
+    vb = plot.getViewBox()
+
+    def lane_rows(i: int) -> np.ndarray:
+        centre = vb.mapViewToScene(QtCore.QPointF(-1000, -i * plot._spacing_now)).y()
+        half = (
+            0.3 * plot._spacing_now * (vb.height() / (vb.viewRange()[1][1] - vb.viewRange()[1][0]))
+        )
+        r = plot.mapFromScene(QtCore.QPointF(0, centre)).y()
+        return green[max(int(r - half), 0) : int(r + half)]
+
+    for i in range(k):
+        lane = lane_rows(i)
+        cols = np.nonzero(lane.any(axis=0))[0]
+        assert cols.size > 0, f"trace {i} not drawn"
+        if i == 5:  # nothing right of the first ~43 % of the time axis
+            assert cols.max() < 0.5 * green.shape[1]
+        else:
+            assert cols.max() > 0.9 * green.shape[1]
 
 
 def test_array_map_click_and_drag_select(app, qtbot):
