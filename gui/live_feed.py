@@ -3,8 +3,9 @@ with the whole array's spikes from :class:`instrument.live_spikes.LiveSpikes`.
 
 The acquisition never waits on it (snapshots are copies); the GUI never waits on it either:
 the redraw timer takes :attr:`LiveFeed.latest`, whatever it is. A new frame is made as soon
-as the writer has fed the live view a new block, so the feed adds only the snapshot's own
-computing time to the sample-to-screen latency.
+as the window has drawn the previous one and the writer has handed the live view new rows
+(it does so frame by frame, before they are written), so the feed adds only the snapshot's
+own computing time to the sample-to-screen latency.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class LiveFeed:
         """Serial of the last frame the window drew (it sets it)."""
         self.pace = True
         """Make a frame only once the previous one was drawn (False: one per block)."""
+        self.next_draw_at = 0.0
+        """When the window will draw next (time.perf_counter(); the window sets it): a
+        paced frame is made just before, so it holds the newest data it can."""
+        self._make_s = 0.005
+        """Running estimate of the time to make a frame, s."""
         self.error = ""
         self._acq: Acquisition | None = None
         self.spikes: LiveSpikes | None = None
@@ -97,6 +103,11 @@ class LiveFeed:
         self._history: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
+    def lead_s(self) -> float:
+        """How long before the next draw a paced frame is started, s."""
+        return 2 * self._make_s + self.poll_s
+
+    @property
     def acquisition(self) -> Acquisition | None:
         return self._acq
 
@@ -108,7 +119,15 @@ class LiveFeed:
     def attach(self, acq: Acquisition) -> None:
         """Follow ``acq`` (a started acquisition); the frames of the previous one are kept
         until the first of the new one."""
-        spikes = LiveSpikes(acq.path, block_rows=acq.settings.block_samples, window_s=self.raster_s)
+        info = acq.info
+        assert info is not None, "attach a started acquisition"
+        spikes = LiveSpikes(
+            acq.tap(),
+            info.gain_v,
+            info.sample_rate_hz,
+            channel_mode=info.channel_mode,
+            window_s=self.raster_s,
+        )
         with self._lock:
             old, self.spikes = self.spikes, spikes
             self._acq = acq
@@ -163,15 +182,22 @@ class LiveFeed:
                     self._wake.wait(self.poll_s)
                     self._wake.clear()
                     continue
+                early = self.next_draw_at - self.lead_s - time.perf_counter()
+                if self.pace and early > 0:  # made now, it would wait for the draw: wait here
+                    self._wake.wait(min(early, 0.05))
+                    self._wake.clear()
+                    continue
                 status = acq.status()
                 spikes = self.spikes.latest() if self.spikes is not None else None
-                key = (status.samples_written, status.state, spikes.rows_read if spikes else -1)
+                key = (acq.live_samples, status.state, spikes.rows_read if spikes else -1)
                 if key == self._last_key:
                     self._wake.wait(self.poll_s)
                     self._wake.clear()
                     continue
                 self._last_key = key
+                started = time.perf_counter()
                 self._make_frame(acq, spikes)
+                self._make_s += 0.2 * (time.perf_counter() - started - self._make_s)
             except Exception as exc:  # keep following; the error is logged (log panel)
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.exception("live feed")
@@ -181,13 +207,14 @@ class LiveFeed:
     def _make_frame(self, acq: Acquisition, spikes: SpikeCounts | None) -> None:
         rate = acq.sample_rate_hz
         window = int(acq.settings.window_s * rate)
-        stitch = (
-            window % TRACE_BIN_ROWS == 0
-            and acq.settings.block_samples % TRACE_BIN_ROWS == 0
-            and window < self.trace_s * rate
-        )
+        stitch = window % TRACE_BIN_ROWS == 0 and window < self.trace_s * rate
         if stitch:  # a short window, aligned bins: keep the traces' history here
-            snap = self._stitch(acq.snapshot(n_bins=window // TRACE_BIN_ROWS), rate)
+            h = self._history
+            since = int(h[3][-1] + 1) * TRACE_BIN_ROWS if h is not None and h[3].size else None
+            snap = acq.snapshot(bin_rows=TRACE_BIN_ROWS, since=since)
+            if h is not None and not np.array_equal(h[0], snap.channels):  # a new selection
+                snap = acq.snapshot(bin_rows=TRACE_BIN_ROWS)
+            snap = self._stitch(snap, rate)
         else:  # the acquisition's window is the whole display
             snap = acq.snapshot(n_bins=self.n_bins)
         raster = self._raster(spikes)
@@ -202,8 +229,8 @@ class LiveFeed:
 
     def _stitch(self, snap: Snapshot, rate: float) -> Snapshot:
         """Add the snapshot's new bins to the ``trace_s`` history of the traces (its bins
-        are whole ``TRACE_BIN_ROWS`` rows aligned to the file, as the window moves by whole
-        blocks); the snapshot with the history as its window."""
+        are whole ``TRACE_BIN_ROWS`` rows aligned to the file: the snapshot ends at a
+        multiple of them); the snapshot with the history as its window."""
         history = round(self.trace_s * rate / TRACE_BIN_ROWS)
         k = snap.channels.size
         rows = np.round(snap.t_s * rate / TRACE_BIN_ROWS).astype(np.int64)  # bin numbers

@@ -789,6 +789,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feed.consumed = frame.serial  # type: ignore[union-attr]
             self._last_draw_s = t0
         self.redraws += 1
+        self.feed.next_draw_at = time.perf_counter() + self.timer.remainingTime() / 1000
 
     def _note_pressure(self, level: int) -> int:
         """Show when the display slows down for the recording; the level in force."""

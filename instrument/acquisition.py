@@ -48,6 +48,7 @@ from drivers.cnea_board import (
 )
 from drivers.cnea_frames import FLAG_CALIBRATION, FLAG_STIMULUS, Frame
 from drivers.errors import ConnectionLost, DataIntegrityError, DriverError
+from instrument.block_tap import BlockTap
 from instrument.calibration_use import CneaCalibration
 from instrument.recording import GAP_FILL, GroundTruth
 from instrument.storage import (
@@ -296,20 +297,43 @@ class _LiveView:
             self.channels = chans
             self._window = np.full((self.window_len, len(chans)), GAP_FILL, dtype=np.int16)
 
-    def add(self, first_row: int, rows: np.ndarray) -> None:
-        """Feed rows [first_row, first_row + n) just written (int16 codes, GAP_FILL in gaps)."""
-        n = rows.shape[0]
+    @property
+    def filled_to(self) -> int:
+        """File row just after the newest row in the live window."""
+        return self._filled_to
+
+    def put(self, first_row: int, rows: np.ndarray | None, count: int) -> None:
+        """Rows [first_row, first_row + count) as soon as the writer has them, before they
+        are written (``rows`` None: lost, GAP_FILL). The window is circular: row r lives
+        at r % window_len, so a frame costs a copy of its selected columns only."""
+        n_win = self.window_len
         with self.lock:
-            chans = self.channels
-            part = rows[:, chans] if n <= self.window_len else rows[-self.window_len :, chans]
-            k = part.shape[0]
-            shift = min(self.window_len, first_row + n - self._filled_to)
-            if shift > 0:
-                self._window = np.roll(self._window, -shift, axis=0)
-                self._window[-shift:] = GAP_FILL
-            self._window[self.window_len - k :] = part
-            self._filled_to = max(self._filled_to, first_row + n)
-            self.seen_samples += n
+            end = first_row + count
+            if end <= self._filled_to - n_win or end <= first_row:
+                return
+            start = max(first_row, end - n_win)
+            if start > self._filled_to:  # rows never placed (defensive): lost
+                self._place(max(self._filled_to, start - n_win), start, None)
+            self._place(start, end, None if rows is None else rows[start - first_row :, :])
+            self._filled_to = max(self._filled_to, end)
+
+    def _place(self, start: int, end: int, rows: np.ndarray | None) -> None:
+        """Copy file rows [start, end) (at most window_len) into the circular window."""
+        n_win = self.window_len
+        at = start % n_win
+        first = min(end - start, n_win - at)
+        for dst, src, k in ((at, 0, first), (0, first, end - start - first)):
+            if k <= 0:
+                continue
+            if rows is None:
+                self._window[dst : dst + k] = GAP_FILL
+            else:
+                self._window[dst : dst + k] = rows[src : src + k, self.channels]
+
+    def add(self, rows: np.ndarray) -> None:
+        """The per-channel statistics of a block just written (within the CPU budget)."""
+        with self.lock:
+            self.seen_samples += rows.shape[0]
         elapsed = time.perf_counter() - self._t0
         if self._busy_s > self.settings.monitor_budget * max(elapsed, 1e-3):
             return
@@ -343,12 +367,24 @@ class _LiveView:
         self._mean, self._sd = mean, sd
 
     def snapshot(
-        self, channels: np.ndarray | None, n_bins: int, status: AcquisitionStatus
+        self,
+        channels: np.ndarray | None,
+        n_bins: int,
+        status: AcquisitionStatus,
+        bin_rows: int | None = None,
+        since: int | None = None,
     ) -> Snapshot:
+        """The window (rows from ``since`` on, if given) in ``n_bins`` bins — or, with
+        ``bin_rows``, in bins of exactly that many rows aligned to the file, up to the
+        newest multiple of it."""
+        n_win = self.window_len
         with self.lock:
-            window = self._window.copy()
+            newest = self._filled_to
+            end = newest - newest % bin_rows if bin_rows else newest
+            start = end - n_win if since is None else min(max(since, end - n_win), end)
+            window = self._window[np.arange(start, end) % n_win]
+            window[: max(0, newest - n_win - start)] = GAP_FILL  # overwritten by newer rows
             chans = self.channels.copy()
-            filled_to = self._filled_to
             minimum, maximum = self.minimum.copy(), self.maximum.copy()
             rms, spikes = self.rms.copy(), self.spike_count.copy()
             analysed, seen = self.analysed_samples, self.seen_samples
@@ -364,15 +400,17 @@ class _LiveView:
             window, chans = window[:, index], wanted
         values = window.astype(np.float32) * self.gain[chans] + self.offset[chans]
         values[window == GAP_FILL] = np.nan
+        if bin_rows:
+            n_bins = (end - start) // bin_rows
         lo, hi = minmax_decimate(values, n_bins)
-        first_row = filled_to - self.window_len
-        edges = np.linspace(0, self.window_len, lo.shape[1] + 1)[:-1]
+        edges = np.linspace(0, end - start, lo.shape[1] + 1)[:-1]
+        t_s = (start + edges) / self.rate
         analysed_s = analysed / self.rate
         never = minimum > maximum
         return Snapshot(
             sample_rate_hz=self.rate,
             channels=chans,
-            t_s=(first_row + edges) / self.rate,
+            t_s=t_s,
             lo=lo,
             hi=hi,
             rms=rms,
@@ -437,6 +475,9 @@ class Acquisition:
         self._writer: SessionWriter | None = None
         self._stream: FrameStream | None = None
         self._live: _LiveView | None = None
+        self._taps: list[BlockTap] = []
+        self.info: RecordingInfo | None = None
+        """What the file says of the recording (rate, gains, modes), once started."""
         self._ring: RingBuffer | None = None
         self._t_start = 0.0
         self._rate_window: deque[tuple[float, int, int]] = deque()
@@ -494,6 +535,7 @@ class Acquisition:
             start_time_utc=utc_now(),
             extra_groups=used.write if used is not None else None,
         )
+        self.info = info
         s = self.settings
         self._writer = SessionWriter(
             self.path,
@@ -602,6 +644,16 @@ class Acquisition:
             raise RuntimeError("start the acquisition first")
         self._live.select(channels)
 
+    def tap(self, max_blocks: int = 4) -> BlockTap:
+        """A new tap on the blocks written from now on (closed when the acquisition ends;
+        the follower closes it to stop)."""
+        tap = BlockTap(max_blocks)
+        # a new list, not an append: the writer iterates over the one it read
+        self._taps = [*(t for t in self._taps if not t.closed), tap]
+        if self._finished.is_set():
+            tap.close()
+        return tap
+
     def status(self) -> AcquisitionStatus:
         """The live status (cheap, thread-safe)."""
         c = self._stream.counters if self._stream is not None else self.counters
@@ -638,13 +690,30 @@ class Acquisition:
             error=f"{type(self.error).__name__}: {self.error}" if self.error else "",
         )
 
-    def snapshot(self, channels: Iterable[int] | None = None, n_bins: int = 1000) -> Snapshot:
+    def snapshot(
+        self,
+        channels: Iterable[int] | None = None,
+        n_bins: int = 1000,
+        *,
+        bin_rows: int | None = None,
+        since: int | None = None,
+    ) -> Snapshot:
         """The latest decimated window (min/max per display bin) of the selected channels (or
-        a subset of them), per-channel RMS/min/max and live spike counts, and the status."""
+        a subset of them), per-channel RMS/min/max and live spike counts, and the status.
+        The window holds every row the writer has received (ahead of the file by up to a
+        block). ``bin_rows``: bins of exactly that many rows, aligned to the file, up to
+        the newest multiple of it (``n_bins`` is then ignored); ``since``: only the rows
+        from that file row on (a follower that keeps its own history asks for the new
+        ones only)."""
         if self._live is None:
             raise RuntimeError("start the acquisition first")
         chans = None if channels is None else np.unique(np.asarray(list(channels)))
-        return self._live.snapshot(chans, n_bins, self.status())
+        return self._live.snapshot(chans, n_bins, self.status(), bin_rows, since)
+
+    @property
+    def live_samples(self) -> int:
+        """Rows the live view has received so far (the file may trail by up to a block)."""
+        return self._live.filled_to if self._live is not None else 0
 
     # --- reader thread ------------------------------------------------------------------------
     def _writer_note(self, message: str) -> None:
@@ -833,7 +902,9 @@ class Acquisition:
                 return
             rows = block[:fill]
             writer.write(block_row, rows)
-            live.add(block_row, rows)
+            live.add(rows)
+            for tap in self._taps:
+                tap.offer(block_row, rows)
             self._samples_written = block_row + fill
             if final:
                 return
@@ -841,12 +912,14 @@ class Acquisition:
             fill = 0
 
         def put_rows(row: int, data: np.ndarray | None, count: int) -> None:
-            """Place ``count`` rows at file ``row`` (``data`` None: GAP_FILL)."""
+            """Place ``count`` rows at file ``row`` (``data`` None: GAP_FILL); the live view
+            gets them at once, not a block later."""
             nonlocal block_row, fill
             if limit is not None:
                 count = min(count, limit - row)
                 if count <= 0:
                     return
+            live.put(row, data, count)
             done = 0
             while done < count:
                 if fill == B:
@@ -924,6 +997,8 @@ class Acquisition:
             with self._lock:
                 self.state = "failed" if self.error is not None else "stopped"
             self._finished.set()
+            for tap in self._taps:
+                tap.close()
 
     @staticmethod
     def _drain_ring(ring: RingBuffer) -> None:

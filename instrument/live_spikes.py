@@ -18,11 +18,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
+import numba
 import numpy as np
 
-from instrument.recording import GAP_FILL, Recording, open_hdf5_recording
+from instrument.block_tap import BlockTap
+from instrument.recording import GAP_FILL
 
 log = logging.getLogger(__name__)
 
@@ -68,97 +69,170 @@ class SpikeDetector:
             np.float32
         )
         self.fraction = fraction
-        self._heights = np.zeros((history, self.n_channels), dtype=np.float32)
+        self._heights = np.zeros((self.n_channels, history), dtype=np.float32)
+        """(C, history): each channel's recent heights side by side (a fast partition)."""
         self._filled = 0
         self._next = 0
         self._previous: np.ndarray | None = None
         """The last row of the previous block (a crossing may straddle blocks)."""
 
+    def forget_previous(self) -> None:
+        """The next block does not follow the last one (rows were skipped)."""
+        self._previous = None
+
     def threshold(self, mean: np.ndarray) -> np.ndarray:
+        """Threshold per channel (codes) for a block of baseline ``mean``."""
         if self._filled:
-            heights = self._heights[: self._filled]
             k = min(int(0.9 * self._filled), self._filled - 1)  # the 90th percentile
-            height = np.partition(heights, k, axis=0)[k]
+            height = np.partition(self._heights[:, : self._filled], k, axis=1)[:, k]
         else:
             height = np.zeros(self.n_channels, dtype=np.float32)
         return mean + np.maximum(self.fraction * height, self.min_codes)
 
     def add(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The spikes in ``codes`` ((n, C) int16): (row within the block, channel) of each,
-        sorted by row. Rows holding GAP_FILL (lost samples) are skipped."""
-        block = np.asarray(codes)
-        rows = np.arange(block.shape[0])
-        valid = block != GAP_FILL
-        if not valid.all():
-            keep = valid.all(axis=1)
-            block, rows = block[keep], rows[keep]
+        sorted by row. Rows holding GAP_FILL (lost samples) are skipped.
+
+        The work is in compiled kernels that run without Python's lock (the live window's
+        thread keeps drawing meanwhile)."""
+        block = np.ascontiguousarray(codes, dtype=np.int16)
+        keep, mean, peak = _scan(block, GAP_FILL, 8)
+        if not keep.all():
             self._previous = None
-        if block.shape[0] == 0:
+        if not keep.any():
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty.copy()
-        mean = block[::8].mean(axis=0, dtype=np.float32)  # the baseline: every 8th row will do
-        peak = block.max(axis=0).astype(np.float32)
-        self._heights[self._next] = peak - mean  # this block counts in its own threshold
-        self._next = (self._next + 1) % self._heights.shape[0]
-        self._filled = min(self._filled + 1, self._heights.shape[0])
-        thr = self.threshold(mean)
-        thr_codes = np.minimum(np.ceil(thr), 32767).astype(np.int16)
-        above = block > thr_codes
-        row, channel = np.nonzero(above[1:] > above[:-1])  # rising edges, in row order
-        row += 1
-        if self._previous is not None:  # an edge between the previous block and this one
-            first = np.flatnonzero(above[0] & ~(self._previous > thr_codes))
-            row = np.concatenate([np.zeros(first.size, dtype=row.dtype), row])
-            channel = np.concatenate([first, channel])
-        self._previous = block[-1].copy()
-        return rows[row], channel.astype(np.int64)
+        self._heights[:, self._next] = peak - mean  # this block counts in its own threshold
+        self._next = (self._next + 1) % self._heights.shape[1]
+        self._filled = min(self._filled + 1, self._heights.shape[1])
+        thr_codes = np.minimum(np.ceil(self.threshold(mean)), 32767).astype(np.int16)
+        previous = self._previous if self._previous is not None else block[0]
+        rows, channels = _crossings(block, keep, thr_codes, previous, self._previous is not None)
+        self._previous = block[np.flatnonzero(keep)[-1]].copy()
+        return rows, channels
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(block: np.ndarray, gap: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows without a lost sample; per channel the mean of every ``step``-th such row (the
+    baseline) and the maximum over them (codes, float32)."""
+    n, c = block.shape
+    keep = np.ones(n, dtype=np.bool_)
+    for r in range(n):
+        for j in range(c):
+            if block[r, j] == gap:
+                keep[r] = False
+                break
+    total = np.zeros(c, dtype=np.float64)
+    peak = np.full(c, -32768.0, dtype=np.float32)
+    counted = 0
+    k = 0
+    for r in range(n):
+        if not keep[r]:
+            continue
+        if k % step == 0:
+            counted += 1
+            for j in range(c):
+                total[j] += block[r, j]
+        for j in range(c):
+            v = np.float32(block[r, j])
+            if v > peak[j]:
+                peak[j] = v
+        k += 1
+    mean = (total / max(counted, 1)).astype(np.float32)
+    return keep, mean, peak
+
+
+@numba.njit(cache=True, nogil=True)
+def _crossings(
+    block: np.ndarray, keep: np.ndarray, thr: np.ndarray, previous: np.ndarray, has_previous: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, channel) of every upward crossing of ``thr`` between consecutive kept rows
+    (and from ``previous``, the last row before the block, when ``has_previous``), in
+    row-major order."""
+    n, c = block.shape
+    above = np.zeros(c, dtype=np.uint8)
+    now = np.zeros(c, dtype=np.uint8)
+    for j in range(c):
+        above[j] = has_previous and previous[j] > thr[j]
+    first = True
+    rows = np.empty(1024, dtype=np.int64)
+    channels = np.empty(1024, dtype=np.int64)
+    count = 0
+    for r in range(n):
+        if not keep[r]:
+            continue
+        edges = 0
+        for j in range(c):  # branch-free: vectorised by the compiler
+            now[j] = block[r, j] > thr[j]
+            edges |= now[j] & ~above[j]
+        if edges and (has_previous or not first):
+            for j in range(c):
+                if now[j] and not above[j]:
+                    if count == rows.size:
+                        rows = np.concatenate((rows, np.empty(rows.size, dtype=np.int64)))
+                        channels = np.concatenate((channels, np.empty(count, dtype=np.int64)))
+                    rows[count] = r
+                    channels[count] = j
+                    count += 1
+        above, now = now, above
+        first = False
+    return rows[:count], channels[:count]
 
 
 class LiveSpikes:
-    """A thread following a session file being recorded; :meth:`latest` gives the spikes of
-    the last ``window_s`` seconds.
-
-    The file is read in blocks of ``block_rows`` rows (1024: 102.4 ms at 10 kHz), starting
-    at the newest whole block when it starts, not at the start of the file.
-    """
+    """A thread following an acquisition's written blocks; :meth:`latest` gives the spikes
+    of the last ``window_s`` seconds."""
 
     def __init__(
         self,
-        path: str | Path,
+        tap: BlockTap,
+        gain_v: np.ndarray,
+        sample_rate_hz: float,
         *,
-        block_rows: int = 1024,
+        channel_mode: np.ndarray | None = None,
         window_s: float = 10.0,
-        piece_channels: int = 512,
         poll_s: float = 0.05,
         min_excursion_v: float = 5e-3,
         min_excursion_a: float = 1e-9,
     ) -> None:
-        self.path = Path(path)
-        self.block_rows = block_rows
+        self.tap = tap
         self.window_s = window_s
-        self.piece_channels = piece_channels
         self.poll_s = poll_s
-        self.min_excursion = (min_excursion_v, min_excursion_a)
         self.error = ""
-        self.hold = False
-        """While True, nothing is read (the recording needs the CPU); afterwards reading
-        resumes at the newest block, the blocks in between are skipped."""
-        self.skipped_blocks = 0
         self.busy_s = 0.0
-        """Wall time spent reading and detecting, s."""
+        """Wall time spent detecting, s."""
         self.blocks = 0
+        self._rate = float(sample_rate_hz)
+        self._n_channels = int(np.size(gain_v))
+        excursion = np.full(self._n_channels, min_excursion_v)
+        if channel_mode is not None:  # voltage-clamp channels (A) get their own floor
+            excursion[np.asarray(channel_mode) == 1] = min_excursion_a
+        self._detector = SpikeDetector(gain_v, min_excursion=excursion)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._blocks: deque[tuple[int, int, np.ndarray, np.ndarray]] = deque()
-        """(first row, end row, spike rows, spike channels) of each block read."""
-        self._rate = 1.0
-        self._n_channels = 0
-        self._last_row = 0
+        """(first row, end row, spike rows, spike channels) of each block detected."""
         self._thread = threading.Thread(target=self._run, name="live-spikes", daemon=True)
         self._thread.start()
 
+    @property
+    def hold(self) -> bool:
+        """While True, blocks are not taken (the recording needs the CPU); afterwards the
+        follower goes on with the blocks written from then on."""
+        return self.tap.paused
+
+    @hold.setter
+    def hold(self, on: bool) -> None:
+        self.tap.paused = on
+
+    @property
+    def skipped_blocks(self) -> int:
+        """Blocks the follower never saw (it was behind, or held)."""
+        return self.tap.dropped
+
     def latest(self) -> SpikeCounts | None:
-        """The spikes of the last ``window_s`` seconds read (None before the first block)."""
+        """The spikes of the last ``window_s`` seconds seen (None before the first block)."""
         with self._lock:
             blocks = list(self._blocks)
         if not blocks:
@@ -178,55 +252,33 @@ class LiveSpikes:
         )
 
     def stop(self) -> None:
+        """Stop following (the tap is closed: the writer stops copying blocks for it)."""
+        self.tap.close()
         self._stop.set()
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        rec: Recording | None = None
         try:
-            rec = open_hdf5_recording(self.path, swmr=True)
-            self._follow(rec)
+            self._follow()
         except Exception as exc:  # shown by the caller; the recording goes on regardless
             self.error = f"{type(exc).__name__}: {exc}"
-            log.warning("live spikes on %s: %s", self.path, self.error)
-        finally:
-            if rec is not None:
-                rec.close()
+            log.warning("live spikes: %s", self.error)
 
-    def _follow(self, rec: Recording) -> None:
-        self._rate = rec.sample_rate_hz
-        n_ch = self._n_channels = rec.n_channels
-        group = rec.traces.parent  # /recording
-        excursion = np.full(n_ch, self.min_excursion[0])
-        if "channel_mode" in group:  # voltage-clamp channels (A) get their own floor
-            excursion[group["channel_mode"][()] == 1] = self.min_excursion[1]
-        detector = SpikeDetector(rec.gain_v, min_excursion=excursion)
+    def _follow(self) -> None:
         keep_rows = int(self.window_s * self._rate)
-        traces = rec.traces
-        block = np.empty((self.block_rows, n_ch), dtype=np.int16)
-        next_row: int | None = None
+        last_end: int | None = None
         while not self._stop.is_set():
-            if self.hold:
-                next_row = None  # then start again at the newest block
-                self._stop.wait(self.poll_s)
+            item = self.tap.take(self.poll_s)
+            if item is None:
+                if self.tap.closed:
+                    return
                 continue
-            traces.refresh()
-            available = traces.shape[0]
-            if next_row is None:  # start at the newest whole block
-                newest = max(0, (available // self.block_rows - 1) * self.block_rows)
-                if self.blocks:
-                    self.skipped_blocks += max(0, (newest - self._last_row) // self.block_rows)
-                next_row = newest
-            if available - next_row < self.block_rows:
-                self._stop.wait(self.poll_s)
-                continue
+            r0, block = item
             start = time.perf_counter()
-            r0, r1 = next_row, next_row + self.block_rows
-            for c0 in range(0, n_ch, self.piece_channels):
-                c1 = min(c0 + self.piece_channels, n_ch)
-                traces.read_direct(block, np.s_[r0:r1, c0:c1], np.s_[:, c0:c1])
-            rows, channels = detector.add(block)
-            next_row = self._last_row = r1
+            if r0 != last_end:  # blocks skipped: no crossing straddles the hole
+                self._detector.forget_previous()
+            rows, channels = self._detector.add(block)
+            r1 = last_end = r0 + block.shape[0]
             with self._lock:
                 self._blocks.append((r0, r1, rows + r0, channels))
                 while self._blocks and self._blocks[0][0] < r1 - keep_rows:

@@ -1,16 +1,15 @@
-"""instrument.live_spikes: the whole array's spikes from a file being recorded."""
+"""instrument.live_spikes: the whole array's spikes from the blocks a recording writes."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
 
-from instrument.live_spikes import LiveSpikes, SpikeDetector
+from instrument.block_tap import BlockTap
+from instrument.live_spikes import LiveSpikes, SpikeCounts, SpikeDetector
 from instrument.recording import GAP_FILL
-from instrument.storage import RecordingInfo, SessionWriter
 
 GAIN = 5e-6  # V per code
 
@@ -65,91 +64,68 @@ def test_threshold_adapts_to_each_channels_spike_height():
     assert counts[0] == len(range(300, 8000, 700))
 
 
-def test_follows_a_recording_in_this_process(tmp_path):
-    n_ch, rate = 16, 10_000.0
-    path = tmp_path / "session.h5"
-    info = RecordingInfo(
-        sample_rate_hz=rate,
-        n_channels=n_ch,
-        gain_v=np.full(n_ch, GAIN),
-        offset_v=np.zeros(n_ch),
-        positions_m=np.zeros((n_ch, 2)),
-        channel_mode=np.zeros(n_ch, dtype=np.uint8),
-    )
-    writer = SessionWriter(path, info, chunk_samples=1024, reserve_bytes=0)
-    spike_rows = list(range(50, 40960, 1000))
-    codes = planted(40960, n_ch, {7: spike_rows})
-    writer.write(0, codes[:1024])
-    writer.flush()
-    live = LiveSpikes(path, block_rows=1024, window_s=10.0, poll_s=0.01)
-    stop = threading.Event()
-
-    def record() -> None:
-        for r0 in range(1024, 40960, 1024):
-            writer.write(r0, codes[r0 : r0 + 1024])
-            writer.flush()
-            time.sleep(0.005)
-        stop.set()
-
-    thread = threading.Thread(target=record)
-    thread.start()
-    thread.join()
+def wait_rows(live: LiveSpikes, rows: int) -> SpikeCounts:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         latest = live.latest()
-        if latest is not None and latest.rows_read == 40960:
-            break
-        time.sleep(0.02)
+        if latest is not None and latest.rows_read >= rows:
+            return latest
+        time.sleep(0.01)
+    raise AssertionError(f"never saw {rows} rows")
+
+
+def test_follows_the_blocks_the_writer_offers():
+    n_ch, rate = 16, 10_000.0
+    spike_rows = list(range(50, 40960, 1000))
+    codes = planted(40960, n_ch, {7: spike_rows})
+    tap = BlockTap(max_blocks=64)
+    live = LiveSpikes(tap, np.full(n_ch, GAIN), rate, window_s=10.0, poll_s=0.01)
+    for r0 in range(0, 40960, 1024):
+        tap.offer(r0, codes[r0 : r0 + 1024])
+    latest = wait_rows(live, 40960)
     live.stop()
-    writer.close(stop_reason="test")
-    assert live.error == ""
-    latest = live.latest()
-    assert latest is not None and latest.rows_read == 40960
-    # it started at the newest whole block, then read every block after it
-    expected = [r for r in spike_rows if r >= 40960 - latest.rows_read + latest.start_s * rate]
+    assert live.error == "" and tap.closed and live.skipped_blocks == 0
     got = np.round(latest.times_s[latest.channels == 7] * rate).astype(int).tolist()
-    assert got == expected and len(got) > 30
+    assert got == spike_rows
     assert set(latest.channels.tolist()) == {7}
     assert latest.rate_hz[7] == pytest.approx(len(got) / (latest.end_s - latest.start_s))
 
 
-def test_hold_skips_ahead_so_the_recording_comes_first(tmp_path):
+def test_hold_drops_blocks_so_the_recording_comes_first():
     n_ch = 8
-    path = tmp_path / "session.h5"
-    info = RecordingInfo(
-        sample_rate_hz=10_000.0,
-        n_channels=n_ch,
-        gain_v=np.full(n_ch, GAIN),
-        offset_v=np.zeros(n_ch),
-        positions_m=np.zeros((n_ch, 2)),
-    )
-    writer = SessionWriter(path, info, chunk_samples=1024, reserve_bytes=0)
     codes = planted(20 * 1024, n_ch, {2: list(range(100, 20 * 1024, 900))})
-    try:
-        writer.write(0, codes[:2048])
-        writer.flush()
-        live = LiveSpikes(path, block_rows=1024, poll_s=0.01)
+    tap = BlockTap(max_blocks=64)
+    live = LiveSpikes(tap, np.full(n_ch, GAIN), 10_000.0, poll_s=0.01)
+    for r0 in (0, 1024):
+        tap.offer(r0, codes[r0 : r0 + 1024])
+    wait_rows(live, 2048)
+    live.hold = True
+    for r0 in range(2048, 12 * 1024, 1024):
+        tap.offer(r0, codes[r0 : r0 + 1024])
+    assert live.latest().rows_read == 2048 and live.skipped_blocks == 10  # held: none kept
+    live.hold = False
+    for r0 in range(12 * 1024, 20 * 1024, 1024):
+        tap.offer(r0, codes[r0 : r0 + 1024])
+    latest = wait_rows(live, 20 * 1024)
+    live.stop()
+    assert live.error == ""
+    rows = np.round(latest.times_s * 10_000).astype(int)
+    expected = [r for r in range(100, 20 * 1024, 900) if r < 2048 or r >= 12 * 1024]
+    assert rows.tolist() == expected
 
-        def wait_rows(rows: int) -> None:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                latest = live.latest()
-                if latest is not None and latest.rows_read >= rows:
-                    return
-                time.sleep(0.01)
-            raise AssertionError(f"never read {rows} rows")
 
-        wait_rows(2048)
-        live.hold = True
-        time.sleep(0.1)
-        writer.write(2048, codes[2048 : 12 * 1024])
-        writer.flush()
-        time.sleep(0.3)
-        assert live.latest().rows_read == 2048  # held: nothing read
-        live.hold = False
-        wait_rows(12 * 1024)
-        assert live.skipped_blocks == 9  # it went on from the newest block
-        live.stop()
-        assert live.error == ""
-    finally:
-        writer.close(stop_reason="test")
+def test_a_tap_keeps_copies_and_drops_the_oldest_when_the_follower_is_behind():
+    tap = BlockTap(max_blocks=2)
+    block = np.zeros((4, 3), dtype=np.int16)
+    for r0 in range(0, 20, 4):
+        block[:] = r0
+        tap.offer(r0, block)
+    assert tap.dropped == 3
+    first = tap.take(0.0)
+    assert first is not None and first[0] == 12 and np.all(first[1] == 12)  # a copy
+    assert tap.take(0.0)[0] == 16 and tap.take(0.01) is None
+    tap.close()
+    tap.offer(20, block)
+    assert tap.take(0.0) is None and tap.dropped == 4
+    with pytest.raises(ValueError):
+        BlockTap(max_blocks=0)

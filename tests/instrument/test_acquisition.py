@@ -18,7 +18,13 @@ from drivers.cnea_board import CneaBoard, StreamStalled
 from drivers.errors import ConnectionLost, DriverError
 from hil_sim.cnea_board import CneaBoardEmulator
 from instrument import storage
-from instrument.acquisition import Acquisition, AcquisitionSettings, minmax_decimate
+from instrument.acquisition import (
+    Acquisition,
+    AcquisitionSettings,
+    AcquisitionStatus,
+    _LiveView,
+    minmax_decimate,
+)
 from instrument.recording import GAP_FILL, open_hdf5_recording
 from tests.cnea_source import SineSource
 
@@ -339,3 +345,89 @@ def test_culture_recording_matches_the_board_bit_for_bit(tmp_path):
         assert rec.attrs["first_sample_index"] == first
         np.testing.assert_array_equal(rec.traces[()], codes[:3000])
         assert rec.truth is not None and rec.truth.attrs["culture_seed"] == 2
+
+
+def _live_view(window_rows: int, n_channels: int = 6) -> _LiveView:
+    settings = AcquisitionSettings(window_s=window_rows / 1000.0)
+    gain, offset = np.ones(n_channels, np.float32), np.zeros(n_channels, np.float32)
+    return _LiveView(n_channels, 1000.0, gain, offset, settings)
+
+
+def _idle() -> AcquisitionStatus:
+    names = AcquisitionStatus.__dataclass_fields__
+    return AcquisitionStatus(
+        **{k: "" if k in ("state", "stop_reason", "error") else 0 for k in names}
+    )
+
+
+def test_live_window_takes_rows_frame_by_frame_in_a_circle():
+    live = _live_view(64)
+    live.select([1, 4])
+    data = (np.arange(200)[:, None] * 10 + np.arange(6)).astype(np.int16)  # row r, ch c: 10r + c
+    for first in range(0, 150, 16):  # frames of 16 rows, 9.4 windows' worth
+        live.put(first, data[first : first + 16], min(16, 150 - first))
+    assert live.filled_to == 150
+    snap = live.snapshot(None, 64, _idle())
+    np.testing.assert_array_equal(snap.lo[0], data[86:150, 1])  # the newest 64 rows, in order
+    np.testing.assert_array_equal(snap.hi[1], data[86:150, 4])
+    assert snap.t_s[0] == pytest.approx(0.086)
+    # bins of 8 rows, aligned: the window ends at row 144; rows it no longer holds are NaN
+    snap = live.snapshot(None, 0, _idle(), bin_rows=8)
+    assert snap.lo.shape == (2, 8) and snap.t_s.tolist() == pytest.approx(
+        np.arange(80, 144, 8) / 1e3
+    )
+    np.testing.assert_array_equal(snap.lo[0, 1:], data[88:144:8, 1])  # min of each 8 rows
+    np.testing.assert_array_equal(snap.hi[0, 1:], data[95:144:8, 1])
+    assert snap.lo[0, 0] == data[86, 1]  # rows 80-85 were overwritten by 144-149: not in it
+    # only the rows from 128 on: two bins
+    snap = live.snapshot(None, 0, _idle(), bin_rows=8, since=128)
+    assert snap.t_s.tolist() == pytest.approx([0.128, 0.136])
+    np.testing.assert_array_equal(snap.hi[1], data[[135, 143], 4])
+    # lost rows (None) and rows skipped over are gaps
+    live.put(150, None, 10)
+    live.put(170, data[170:180], 10)
+    snap = live.snapshot(None, 64, _idle())
+    assert np.isnan(snap.lo[0, -30:-10]).all() and snap.lo[0, -1] == data[179, 1]
+    assert live.seen_samples == 0  # statistics come per written block (add), not per frame
+
+
+def test_live_view_runs_ahead_of_the_file(board, tmp_path):
+    settings = AcquisitionSettings(
+        ring_s=10.0, stall_timeout_s=0.3, stall_abort_s=1.0, block_samples=8192
+    )
+    acq = Acquisition(board, tmp_path / "session.h5", settings=settings).start()
+    ahead = []
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and len(ahead) < 20:
+            written, live = acq.status().samples_written, acq.live_samples
+            assert live >= written
+            if live > written:
+                ahead.append(live - written)
+            time.sleep(0.005)
+    finally:
+        acq.stop()
+    # a block is 8192 rows; the live view had most of it before it was written
+    assert len(ahead) == 20 and max(ahead) > 1024
+
+
+def test_a_tap_gets_every_block_as_written(board, emulator, tmp_path):
+    settings = AcquisitionSettings(ring_s=10.0, stall_timeout_s=0.3, block_samples=512)
+    acq = Acquisition(board, tmp_path / "session.h5", settings=settings).start()
+    tap = acq.tap(max_blocks=1000)
+    try:
+        while acq.status().recorded_s < 1.0:
+            time.sleep(0.02)
+    finally:
+        acq.stop()
+    assert tap.closed and tap.dropped == 0
+    blocks = []
+    while (item := tap.take(0.0)) is not None:
+        blocks.append(item)
+    first = blocks[0][0]
+    assert [r0 for r0, _ in blocks] == [first + 512 * i for i in range(len(blocks))]
+    taken = np.concatenate([b for _, b in blocks])
+    with open_hdf5_recording(tmp_path / "session.h5") as rec:
+        np.testing.assert_array_equal(taken, rec.traces[first : first + taken.shape[0]])
+    np.testing.assert_array_equal(taken, produced(emulator)[first : first + taken.shape[0]])
+    assert acq.tap().closed  # a tap on a finished acquisition gets nothing
