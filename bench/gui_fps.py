@@ -74,19 +74,27 @@ SIZE = (1600, 1000)
 
 
 # --- helpers ------------------------------------------------------------------------------
-def pump(seconds: float) -> None:
-    """Run the Qt event loop for ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        APP.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+def pump(seconds: float, until: Callable[[], bool] | None = None) -> None:
+    """Run the Qt event loop for ``seconds`` (or until ``until()``, checked every 5 ms) as
+    the application runs it: blocking until an event comes. (A loop of processEvents()
+    calls, as this bench had, spins: the main thread then asks for Python's lock thousands
+    of times a second and slows every other thread of the window.)"""
+    loop = QtCore.QEventLoop()
+    QtCore.QTimer.singleShot(max(0, round(seconds * 1000)), loop.quit)
+    check = QtCore.QTimer(interval=5)
+    if until is not None:
+        if until():
+            return
+        check.timeout.connect(lambda: until() and loop.quit())
+        check.start()
+    loop.exec()
+    check.stop()
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise TimeoutError(f"gave up waiting for {what}")
-        APP.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+    pump(timeout_s, until=cond)
+    if not cond():
+        raise TimeoutError(f"gave up waiting for {what}")
 
 
 def rss_mb() -> float:
@@ -294,7 +302,7 @@ def measure_latency(
     state: dict[str, Any] = {"sent": None, "seen": None, "want": True}
 
     def shows_step() -> bool:
-        snap = window.live_traces.shown_snapshot
+        snap = window.live_traces.plot.envelopes.painted_tag  # the snapshot now on screen
         if snap is None or snap.hi.shape[1] == 0:
             return False
         newest = snap.hi[:, -3:]
@@ -325,14 +333,12 @@ def measure_latency(
                 state["sent"] = t
 
             threading.Thread(target=send).start()
-            end = time.monotonic() + 30
-            while state["seen"] is None:
-                if acq.state != "recording" or time.monotonic() > end:
-                    st = acq.status()
-                    why = st.stop_reason or "no new frame in 30 s"
-                    print(f"  latency: stopped after {len(latencies)} steps: {st.state} ({why})")
-                    return latencies, backlogs
-                APP.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+            pump(30, until=lambda: state["seen"] is not None or acq.state != "recording")
+            if state["seen"] is None:
+                st = acq.status()
+                why = st.stop_reason or "no new frame in 30 s"
+                print(f"  latency: stopped after {len(latencies)} steps: {st.state} ({why})")
+                return latencies, backlogs
             if on:
                 latencies.append(state["seen"] - state["sent"])
     finally:

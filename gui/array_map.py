@@ -4,6 +4,8 @@ rectangle (Shift or Ctrl adds to the selection) — and asks to electroporate th
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
@@ -17,6 +19,10 @@ MEASURES = {
     "peak-to-peak": ("mV", 1e3),
 }
 """Measure name → (display unit, factor from SI)."""
+
+
+LEVELS_REFRESH_S = 1.0
+"""How often the colours re-span the values shown, s."""
 
 
 def robust_levels(values: np.ndarray, measure: str) -> tuple[float, float]:
@@ -120,6 +126,8 @@ class ArrayMap(QtWidgets.QWidget):
         self.outline = _Outline(
             symbol="s", size=1.0, pxMode=False, pen=pg.mkPen("r", width=1.5), brush=None
         )
+        # drawn from a cached pixmap while the selection stays (the map repaints each frame)
+        self.outline.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.box.addItem(self.outline)
         self.box.picked.connect(self._picked)
         self.hover = QtWidgets.QLabel(" ")
@@ -152,6 +160,8 @@ class ArrayMap(QtWidgets.QWidget):
         self.values: dict[str, np.ndarray] = {}
         self.selected = np.zeros(0, dtype=np.int64)
         self.levels = (0.0, 1.0)
+        self._levels_of = ""
+        self._levels_at = 0.0
         self.set_grid(64, 64)
 
     # --- data -----------------------------------------------------------------------------
@@ -191,9 +201,14 @@ class ArrayMap(QtWidgets.QWidget):
             img = np.full((self.rows, self.cols), np.nan, dtype=np.float32)
         else:
             img = (values * factor).reshape(self.rows, self.cols)
-        self.levels = robust_levels(img, measure)
+        now = time.monotonic()
+        if measure != self._levels_of or now - self._levels_at >= LEVELS_REFRESH_S:
+            # the colours re-span at most once a second: steady to read, and the colour
+            # bar's axis (text) is the costly part of a paint
+            self.levels = robust_levels(img, measure)
+            self._levels_of, self._levels_at = measure, now
+            self.colorbar.setLevels(self.levels)
         self.image.setImage(img, levels=self.levels, autoLevels=False)
-        self.colorbar.setLevels(self.levels)
 
     # --- selection ------------------------------------------------------------------------
     def _picked(self, r0: int, c0: int, r1: int, c1: int, add: bool) -> None:

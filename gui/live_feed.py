@@ -105,7 +105,7 @@ class LiveFeed:
     @property
     def lead_s(self) -> float:
         """How long before the next draw a paced frame is started, s."""
-        return 2 * self._make_s + self.poll_s
+        return 3 * self._make_s + self.poll_s
 
     @property
     def acquisition(self) -> Acquisition | None:

@@ -9,16 +9,21 @@ into a premultiplied ARGB32 image the size of the visible part of the plot, and 
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
-TRACE_ARGB = 0xFF7FD37F
+log = logging.getLogger(__name__)
+
+TRACE_ARGB = np.uint32(0xFF7FD37F)
 """Trace colour (opaque green, premultiplied ARGB32)."""
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _span(image: np.ndarray, col: int, y0: float, y1: float) -> None:
     """Set column ``col``'s pixels from row y0 to row y1 (fractional rows, any order)."""
     height = image.shape[0]
@@ -43,7 +48,11 @@ def draw_envelopes(
 ) -> None:
     """Draw (K, P) envelopes at bin positions ``x`` (P,), trace k shifted by ``offsets[k]``,
     into ``image`` (H, W) uint32 covering data x0..x1 (columns) and y0..y1 (row 0 = y0).
-    NaN bins break a trace (lost samples)."""
+    NaN bins break a trace (lost samples).
+
+    The line from a bin's max to the next bin's min is split at its middle between their
+    columns when they are neighbours (the usual case: about one bin per pixel), and drawn
+    column by column when they are further apart (zoomed in)."""
     height, width = image.shape
     sx = width / (x1 - x0)
     sy = height / (y1 - y0)
@@ -52,6 +61,7 @@ def draw_envelopes(
         off = offsets[k]
         have_prev = False
         prev_c = 0.0
+        prev_col = 0
         prev_y = 0.0
         for p in range(p_n):
             a = lo[k, p]
@@ -60,30 +70,36 @@ def draw_envelopes(
                 have_prev = False
                 continue
             c = (x[p] - x0) * sx
+            col = int(np.floor(c))
             ya = (a + off - y0) * sy
             yb = (b + off - y0) * sy
-            if have_prev and (prev_c < width or c < width) and (prev_c >= 0 or c >= 0):
-                # the line from the previous bin's max to this bin's min, column by column
-                ca, cb = int(np.floor(prev_c)), int(np.floor(c))
-                if cb <= ca:
-                    if 0 <= ca < width:
-                        _span(image, ca, prev_y, ya)
-                else:
+            low, high = min(ya, yb), max(ya, yb)
+            if have_prev:
+                if col - prev_col <= 1:  # neighbours: half the joining line in each column
+                    middle = 0.5 * (prev_y + ya)
+                    low, high = min(low, middle), max(high, middle)
+                elif (prev_col < width or col < width) and (prev_col >= 0 or col >= 0):
                     slope = (ya - prev_y) / (c - prev_c)
-                    for col in range(max(ca, 0), min(cb, width - 1) + 1):
-                        left = max(float(col), prev_c)
-                        right = min(float(col + 1), c)
+                    for cc in range(max(prev_col, 0), min(col, width - 1) + 1):
+                        left = max(float(cc), prev_c)
+                        right = min(float(cc + 1), c)
                         _span(
                             image,
-                            col,
+                            cc,
                             prev_y + (left - prev_c) * slope,
                             prev_y + (right - prev_c) * slope,
                         )
-            col = int(np.floor(c))
+            if p + 1 < p_n:  # the first half of the line to the next bin, if a neighbour
+                na = lo[k, p + 1]
+                near = int(np.floor((x[p + 1] - x0) * sx)) - col <= 1
+                if near and np.isfinite(na) and np.isfinite(hi[k, p + 1]):
+                    middle = 0.5 * (yb + (na + off - y0) * sy)
+                    low, high = min(low, middle), max(high, middle)
             if 0 <= col < width:
-                _span(image, col, ya, yb)
+                _span(image, col, low, high)
             have_prev = True
             prev_c = c
+            prev_col = col
             prev_y = yb
 
 
@@ -115,9 +131,28 @@ def envelope_image(
     return image
 
 
+_RENDERER: ThreadPoolExecutor | None = None
+
+
+def _renderer() -> ThreadPoolExecutor:
+    """The one thread that renders trace images for every view (made on first use)."""
+    global _RENDERER
+    if _RENDERER is None:
+        _RENDERER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-render")
+    return _RENDERER
+
+
 class EnvelopeItem(pg.GraphicsObject):
-    """A plot item drawing stacked envelopes as an image rendered, at paint time, for the
-    visible part of its data at the view's exact pixel size (pan and zoom redraw it)."""
+    """A plot item drawing stacked envelopes as one image of the visible part of its data
+    at the view's exact pixel size.
+
+    New data are rendered on the render thread (the kernel runs without Python's lock, so
+    the GUI thread goes on meanwhile) and painted when ready; until then the previous image
+    stays. A paint for a view the last image does not fit (pan, zoom, resize) renders on
+    the spot."""
+
+    _rendered = QtCore.Signal(object)
+    """(generation, key, pixels) from the render thread."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,58 +160,139 @@ class EnvelopeItem(pg.GraphicsObject):
         self._lo = np.zeros((0, 0), dtype=np.float32)
         self._hi = np.zeros((0, 0), dtype=np.float32)
         self._offsets = np.zeros(0)
+        self._tag: object = None
         self._bounds = QtCore.QRectF()
-        self._key: tuple | None = None
+        self._generation = 0
+        """Counts set_data calls: which data an image shows."""
+        self._image_generation = -1
+        self._image_key: tuple | None = None
         self._pixels = np.zeros((0, 0), dtype=np.uint32)
         self._qimage: QtGui.QImage | None = None
+        self._rendering = False
+        self._again = False
+        self._rendered.connect(self._install)
         self.renders = 0
         """Images rendered so far (a paint with nothing new reuses the last)."""
+        self.painted_tag: object = None
+        """The ``tag`` of the data in the last image painted."""
 
-    def set_data(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, offsets: np.ndarray) -> None:
+    def set_data(
+        self,
+        x: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        offsets: np.ndarray,
+        tag: object = None,
+    ) -> None:
         """Envelopes (K, P) in display units at bin positions ``x`` (P,), trace k drawn
-        ``offsets[k]`` up."""
-        self.prepareGeometryChange()
-        self._x, self._lo, self._hi, self._offsets = x, lo, hi, offsets
-        self._key = None
-        if lo.size and x.size:
+        ``offsets[k]`` up; ``tag`` names them (:attr:`painted_tag` once painted). Call
+        :meth:`render_soon` once the view's range is set."""
+        self._x, self._lo, self._hi, self._offsets, self._tag = x, lo, hi, offsets, tag
+        self._generation += 1
+        bounds = QtCore.QRectF()
+        if lo.size and x.size and np.isfinite(lo).any():
             with np.errstate(invalid="ignore"):
-                top = np.nanmax(hi + offsets[:, None]) if np.isfinite(hi).any() else 0.0
-                bottom = np.nanmin(lo + offsets[:, None]) if np.isfinite(lo).any() else 0.0
-            self._bounds = QtCore.QRectF(
-                float(x[0]), float(bottom), float(x[-1] - x[0]) or 1.0, float(top - bottom) or 1.0
+                top = float(np.nanmax(hi + offsets[:, None]))
+                bottom = float(np.nanmin(lo + offsets[:, None]))
+            # whole lanes: the bounds stay put while the traces move within their lanes (a
+            # change of bounds repaints the view at once, with the previous image)
+            pitch = float(abs(offsets[1] - offsets[0])) if offsets.size > 1 else 0.0
+            if pitch > 0:
+                top, bottom = np.ceil(top / pitch) * pitch, np.floor(bottom / pitch) * pitch
+            bounds = QtCore.QRectF(
+                float(x[0]), bottom, float(x[-1] - x[0]) or 1.0, (top - bottom) or 1.0
             )
-        else:
-            self._bounds = QtCore.QRectF()
-        self.update()
+        if bounds != self._bounds:
+            self.prepareGeometryChange()
+            self._bounds = bounds
 
     def clear(self) -> None:
         self.set_data(np.zeros(0), np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
                       np.zeros(0))  # fmt: skip
+        self.update()
 
     def data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, lo, hi, offsets) as drawn."""
+        """(x, lo, hi, offsets) as last set."""
         return self._x, self._lo, self._hi, self._offsets
 
     def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt override)
         return self._bounds
 
-    def paint(self, painter: QtGui.QPainter, *args: object) -> None:
+    def _view_key(self) -> tuple | None:
+        """((x0, x1, y0, y1), (width, height)) of the visible part of the data, in data
+        units and pixels (from the view box's range and size, so a render started before
+        the view's next paint fits it); None when nothing of it is visible."""
         view = self.getViewBox()
         if view is None or self._bounds.isEmpty():
+            return None
+        shown = view.viewRect()
+        target = shown.intersected(self._bounds)
+        if target.isEmpty() or shown.width() <= 0 or shown.height() <= 0:
+            return None
+        width = round(target.width() * view.width() / shown.width())
+        height = round(target.height() * view.height() / shown.height())
+        if width < 1 or height < 1:
+            return None
+        return (target.left(), target.right(), target.top(), target.bottom()), (width, height)
+
+    def render_soon(self) -> None:
+        """Render the data for the view as it is now, on the render thread; paint when
+        done (a render already running is followed by one more with the newest data)."""
+        key = self._view_key()
+        if key is None:
+            self.update()
             return
-        target = view.viewRect().intersected(self._bounds)
-        if target.isEmpty():
+        if self._rendering:
+            self._again = True
             return
-        device = painter.transform().mapRect(target)
-        size = (round(device.width()), round(device.height()))
-        rect = (target.left(), target.right(), target.top(), target.bottom())
-        key = (rect, size)
-        if key != self._key or self._qimage is None:
-            self._pixels = envelope_image(self._x, self._lo, self._hi, self._offsets, rect, size)
-            self._qimage = QtGui.QImage(  # a view of the array, which it keeps alive
-                self._pixels.data, size[0], size[1], 4 * size[0],
-                QtGui.QImage.Format.Format_ARGB32_Premultiplied,
-            )  # fmt: skip
-            self._key = key
-            self.renders += 1
-        painter.drawImage(target, self._qimage)
+        self._rendering = True
+        data = (self._x, self._lo, self._hi, self._offsets)
+        generation, tag = self._generation, self._tag
+
+        def work() -> None:
+            try:
+                pixels = envelope_image(*data, *key)
+            except Exception:  # logged; the next paint renders on the spot
+                log.exception("trace image render")
+                pixels = None
+            self._rendered.emit((generation, key, pixels, tag))
+
+        _renderer().submit(work)
+
+    def _install(self, result: tuple) -> None:
+        generation, key, pixels, tag = result
+        self._rendering = False
+        if pixels is not None and generation == self._generation:
+            self._show(key, pixels, generation, tag)
+            self.update()
+        if self._again or generation != self._generation:
+            self._again = False
+            self.render_soon()
+
+    def _show(self, key: tuple, pixels: np.ndarray, generation: int, tag: object) -> None:
+        self._pixels = pixels
+        self._qimage = QtGui.QImage(  # a view of the array, which it keeps alive
+            pixels.data, key[1][0], key[1][1], 4 * key[1][0],
+            QtGui.QImage.Format.Format_ARGB32_Premultiplied,
+        )  # fmt: skip
+        self._image_key = key
+        self._image_generation = generation
+        self._image_tag = tag
+        self.renders += 1
+
+    _image_tag: object = None
+
+    def paint(self, painter: QtGui.QPainter, *args: object) -> None:
+        try:  # an exception escaping a paint called from Qt can take the process down
+            key = self._view_key()
+            if key is None:
+                return
+            stale = self._image_generation != self._generation and not self._rendering
+            if key != self._image_key or stale or self._qimage is None:  # render on the spot
+                pixels = envelope_image(self._x, self._lo, self._hi, self._offsets, *key)
+                self._show(key, pixels, self._generation, self._tag)
+            x0, x1, y0, y1 = key[0]
+            painter.drawImage(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0), self._qimage)
+            self.painted_tag = self._image_tag
+        except Exception:
+            log.exception("trace image paint")

@@ -112,10 +112,11 @@ class StackedTraces(pg.PlotWidget):
         hi: np.ndarray,
         *,
         scale: np.ndarray | float = 1e3,
+        tag: object = None,
     ) -> None:
         """Draw (K, P) envelopes at bin positions ``x`` (display time units); values times
         ``scale`` (per channel: 1e3 for V → mV, 1e12 for A → pA) are shown around their
-        median."""
+        median; ``tag`` names them (``envelopes.painted_tag`` once on screen)."""
         k = lo.shape[0]
         scale = np.broadcast_to(np.asarray(scale, dtype=np.float32), (k,))[:, None]
         lo_d = lo * scale
@@ -138,7 +139,7 @@ class StackedTraces(pg.PlotWidget):
             lo_d = np.clip(lo_d - middle[:, None], -limit, limit) + middle[:, None]
             hi_d = np.clip(hi_d - middle[:, None], -limit, limit) + middle[:, None]
         offsets = -np.arange(k, dtype=np.float64) * spacing - middle
-        self.envelopes.set_data(np.asarray(x, dtype=np.float64), lo_d, hi_d, offsets)
+        self.envelopes.set_data(np.asarray(x, dtype=np.float64), lo_d, hi_d, offsets, tag)
         self.points = lo_d.size
         new_channels = not np.array_equal(channels, self.channels) or spacing != self._drawn_spacing
         self.channels = np.asarray(channels)
@@ -149,8 +150,13 @@ class StackedTraces(pg.PlotWidget):
             if self._auto_range:
                 self.setYRange(-(k - 0.5) * spacing, 0.5 * spacing, padding=0)
         if self._auto_range and x.size:
-            self.setXRange(float(x[0]), float(x[-1]), padding=0)
-        self._place_scale_bar()
+            (x0, x1), _ = self.getViewBox().viewRange()
+            pixel = (x1 - x0) / max(self.getViewBox().width(), 1.0)
+            if abs(x0 - x[0]) > pixel or abs(x1 - x[-1]) > pixel:  # the axes redraw only then
+                self.setXRange(float(x[0]), float(x[-1]), padding=0)
+        if new_channels:
+            self._place_scale_bar()  # (a change of range moves it too)
+        self.envelopes.render_soon()
 
     _drawn_spacing = -1.0
     _used_spacing = 1.0
@@ -272,7 +278,9 @@ class LiveTraces(QtWidgets.QWidget):
         end_s = float(t[-1] + bin_s)
         x_ms = (t - end_s) * 1e3
         chans = snap.channels
-        self.plot.set_envelopes(chans, x_ms, snap.lo, snap.hi, scale=mode_scale(self.modes, chans))
+        self.plot.set_envelopes(
+            chans, x_ms, snap.lo, snap.hi, scale=mode_scale(self.modes, chans), tag=snap
+        )
         self.frozen_end_s = end_s
         self.shown_serial = serial
         self.shown_snapshot = snap

@@ -10,7 +10,7 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtTest import QTest
 
-from gui.array_map import ArrayMap, robust_levels
+from gui.array_map import LEVELS_REFRESH_S, ArrayMap, robust_levels
 from gui.connection_panel import ConnectionPanel
 from gui.log_panel import LogPanel
 from gui.raster import RasterView, spike_image
@@ -49,6 +49,16 @@ def test_envelope_image_joins_bins_and_breaks_at_lost_samples():
     assert lit[20:].sum() == 1 and lit[20, 1]
 
 
+def test_envelope_image_splits_a_jump_between_neighbouring_columns():
+    x = np.array([2.5, 3.5])  # columns 2 and 3
+    lo = np.array([[0.0, 8.0]], np.float32)
+    image = envelope_image(x, lo, lo.copy(), np.zeros(1), (0.0, 10.0, 0.0, 10.0), (10, 10))
+    lit = _lit(image)
+    assert lit[:, 2].nonzero()[0].tolist() == [0, 1, 2, 3, 4]  # up to the middle, row 4
+    assert lit[:, 3].nonzero()[0].tolist() == [4, 5, 6, 7, 8]  # from the middle on
+    assert lit.sum() == 10
+
+
 def test_envelope_image_clips_what_lies_outside():
     x = np.array([-50.0, 5.0, 500.0])
     lo = np.array([[-100.0, -100.0, 5.0]], np.float32)
@@ -77,10 +87,12 @@ def test_stacked_traces_one_image_for_all_channels(app, qtbot):
     lo[5, 300:700] = np.nan  # lost samples: the newer half of trace 5
     hi[5, 300:700] = np.nan
     plot.spacing = 10.0  # mV: lanes apart (the noise spans ~6 mV)
-    plot.set_envelopes(np.arange(k), np.linspace(-2000, 0, p), lo, hi)
+    plot.set_envelopes(np.arange(k), np.linspace(-2000, 0, p), lo, hi, tag="first")
     assert plot.points == k * p
     assert plot.scale_text.toPlainText().endswith("mV")
-    qtbot.waitUntil(lambda: plot.envelopes.renders > 0)
+    qtbot.waitUntil(lambda: plot.envelopes.painted_tag == "first")  # rendered, then painted
+    plot.set_envelopes(np.arange(k), np.linspace(-2000, 0, p), lo + 1e-3, hi + 1e-3, tag="2nd")
+    qtbot.waitUntil(lambda: plot.envelopes.painted_tag == "2nd")
     # what is on screen: green in every lane, top to bottom in channel order, and in
     # trace 5's lane only over its older half
     shot = plot.viewport().grab().toImage()
@@ -155,7 +167,13 @@ def test_array_map_values_and_electroporate_request(app, qtbot):
     qtbot.addWidget(amap)
     values = np.linspace(0, 1e-3, 4096)
     amap.set_values("RMS", values)
-    assert amap.levels == pytest.approx(tuple(np.percentile(values * 1e6, [1, 99])), rel=1e-4)
+    first = tuple(np.percentile(values * 1e6, [1, 99]))
+    assert amap.levels == pytest.approx(first, rel=1e-4)
+    amap.set_values("RMS", values * 10)  # the colours hold still for a second...
+    assert amap.levels == pytest.approx(first, rel=1e-4)
+    amap._levels_at -= LEVELS_REFRESH_S  # ...then re-span
+    amap.set_values("RMS", values * 10)
+    assert amap.levels == pytest.approx(tuple(10 * np.array(first)), rel=1e-4)
     amap.measure.setCurrentText("access")
     amap.set_values("access", np.ones(4096))
     assert amap.levels == (0.0, 1.0)
