@@ -207,8 +207,8 @@ class LiveFeed:
     def _make_frame(self, acq: Acquisition, spikes: SpikeCounts | None) -> None:
         rate = acq.sample_rate_hz
         window = int(acq.settings.window_s * rate)
-        stitch = window % TRACE_BIN_ROWS == 0 and window < self.trace_s * rate
-        if stitch:  # a short window, aligned bins: keep the traces' history here
+        stitch = window % TRACE_BIN_ROWS == 0 and window <= self.trace_s * rate
+        if stitch:  # aligned bins: keep the traces' history here, ask for new rows only
             h = self._history
             since = int(h[3][-1] + 1) * TRACE_BIN_ROWS if h is not None and h[3].size else None
             snap = acq.snapshot(bin_rows=TRACE_BIN_ROWS, since=since)

@@ -209,6 +209,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._recording_shown = False
         self._last_page_s = 0.0
         self._last_draw_s = 0.0
+        self._period_s = 0.0
+        self._next_slot_s = 0.0
         self.pressure = 0
         """0: draw freely; 1, 2: the recording is under pressure, draw less (see
         :func:`recording_pressure`)."""
@@ -311,8 +313,15 @@ class MainWindow(QtWidgets.QMainWindow):
         return group
 
     def set_redraw_rate(self, hz: float) -> None:
-        """Redraw ``hz`` times a second (0: as fast as the event loop allows)."""
-        self.timer.start(0 if hz <= 0 else max(1, round(1000 / hz)))
+        """Draw up to ``hz`` new frames a second (0: as fast as the event loop allows).
+
+        Frames are due on a fixed schedule, one every 1/hz s; the timer looks twice per
+        period, so a frame that was not ready at its slot, or a tick that came late, costs
+        half a period instead of a whole one, and a late frame lets the next come sooner
+        (never more than one slot is caught up)."""
+        self._period_s = 1.0 / hz if hz > 0 else 0.0
+        self._next_slot_s = time.perf_counter()
+        self.timer.start(0 if hz <= 0 else max(1, round(500 / hz)))
 
     # --- the lab ---------------------------------------------------------------------------
     def set_lab(self, lab: LiveLab) -> None:
@@ -783,13 +792,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feed.raster_pixels = self.raster.pixels()
         frame = self.feed.latest
         wanted = frame is not None and (frame.serial != self._drawn_serial or self.force_redraw)
-        if wanted and t0 - self._last_draw_s >= PRESSURE_INTERVAL_S[pressure]:
+        due = t0 >= self._next_slot_s and t0 - self._last_draw_s >= PRESSURE_INTERVAL_S[pressure]
+        if wanted and due:
             self._draw_frame(frame, force=self.force_redraw)  # type: ignore[arg-type]
             self._drawn_serial = frame.serial  # type: ignore[union-attr]
             self.feed.consumed = frame.serial  # type: ignore[union-attr]
             self._last_draw_s = t0
+            self._next_slot_s = max(self._next_slot_s + self._period_s, t0 - self._period_s)
         self.redraws += 1
-        self.feed.next_draw_at = time.perf_counter() + self.timer.remainingTime() / 1000
+        self.feed.next_draw_at = max(self._next_slot_s, t0)
 
     def _note_pressure(self, level: int) -> int:
         """Show when the display slows down for the recording; the level in force."""
