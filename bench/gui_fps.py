@@ -23,8 +23,9 @@ time) into a session file, measured side by side in one run:
    is the time from a sample being made to its pixel being painted (plus one control
    round trip, < 1 ms here).
 
-A "frame" is one paint of the traces view (counted with an event filter) after its data
-were set; "flat out" redraws every view on every timer tick even without new data.
+A "frame" is a paint of the traces view that shows data it had not painted before
+(``EnvelopeItem.frames_painted``: a repaint of the same image does not count); "flat out"
+redraws every view on every timer tick even without new data.
 
 Soak (default 600 s): the window records the external lab for ``--soak`` seconds in
 60-second sessions (stop, start a new one, delete the old one: disk use stays bounded)
@@ -246,14 +247,14 @@ def close(window: MainWindow) -> None:
 
 # --- measurements -------------------------------------------------------------------------
 def measure_fps(window: MainWindow, seconds: float, redraw_hz: float, force: bool) -> dict:
-    clock = PaintClock(window.live_traces.plot.viewport())
+    painted = window.live_traces.plot.envelopes
     window.force_redraw = force
     window.set_redraw_rate(redraw_hz)
     acq = window.lab.recording if window.lab is not None else None
     lost0 = acq.status().frames_lost if acq else 0
     written0 = acq.status().samples_written if acq else 0
     pump(0.5)
-    paints0, redraws0 = clock.paints, window.redraws
+    paints0, redraws0 = painted.frames_painted, window.redraws
     cpu = ThreadCpu()
     ext = getattr(external, "process", None)
     ext_cpu0 = ext.cpu_times() if ext is not None and ext.is_running() else None
@@ -267,11 +268,10 @@ def measure_fps(window: MainWindow, seconds: float, redraw_hz: float, force: boo
             100 * ((t.user + t.system) - (ext_cpu0.user + ext_cpu0.system)) / dt
         )
     window.force_redraw = False
-    window.live_traces.plot.viewport().removeEventFilter(clock)
     status = acq.status() if acq else None
     data_s = (status.samples_written - written0) / 10_000 if status else 0.0
     return {
-        "fps": (clock.paints - paints0) / dt,
+        "fps": (painted.frames_painted - paints0) / dt,
         "redraws_per_s": (window.redraws - redraws0) / dt,
         "realtime": data_s / dt if status else float("nan"),
         "frames_lost": (status.frames_lost - lost0) if status else 0,
@@ -426,7 +426,7 @@ def soak(seconds: float, segment_s: float, data_dir: Path, lab: str, bound_mb: f
     first_session_end = None
     with opener() as (config, _title):
         window, _ = open_window(config, data_dir, 30.0)
-        clock = PaintClock(window.live_traces.plot.viewport())
+        painted = window.live_traces.plot.envelopes
         t0 = time.monotonic()
         bar = tqdm(total=round(seconds), unit="s", desc="soak", file=sys.stderr)
         previous: Path | None = None
@@ -458,7 +458,7 @@ def soak(seconds: float, segment_s: float, data_dir: Path, lab: str, bound_mb: f
         finally:
             bar.close()
             redraws = window.redraws - redraws0
-            paints = clock.paints
+            paints = painted.frames_painted
             close(window)
             logging.getLogger().removeHandler(catcher)
     t = np.array([x[0] for x in samples])

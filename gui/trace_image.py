@@ -175,6 +175,9 @@ class EnvelopeItem(pg.GraphicsObject):
         """Images rendered so far (a paint with nothing new reuses the last)."""
         self.painted_tag: object = None
         """The ``tag`` of the data in the last image painted."""
+        self.frames_painted = 0
+        """Paints that showed data not painted before (the frame rate counts these)."""
+        self._painted_generation = -1
 
     def set_data(
         self,
@@ -262,7 +265,8 @@ class EnvelopeItem(pg.GraphicsObject):
     def _install(self, result: tuple) -> None:
         generation, key, pixels, tag = result
         self._rendering = False
-        if pixels is not None and generation == self._generation:
+        if pixels is not None and generation > self._image_generation:
+            # shown even if newer data came meanwhile: it is newer than what is on screen
             self._show(key, pixels, generation, tag)
             self.update()
         if self._again or generation != self._generation:
@@ -288,11 +292,15 @@ class EnvelopeItem(pg.GraphicsObject):
             if key is None:
                 return
             stale = self._image_generation != self._generation and not self._rendering
+            # (while a render runs, the last image stays: the new one paints when done)
             if key != self._image_key or stale or self._qimage is None:  # render on the spot
                 pixels = envelope_image(self._x, self._lo, self._hi, self._offsets, *key)
                 self._show(key, pixels, self._generation, self._tag)
             x0, x1, y0, y1 = key[0]
             painter.drawImage(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0), self._qimage)
             self.painted_tag = self._image_tag
+            if self._image_generation != self._painted_generation:
+                self._painted_generation = self._image_generation
+                self.frames_painted += 1
         except Exception:
             log.exception("trace image paint")
