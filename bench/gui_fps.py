@@ -133,7 +133,8 @@ class ThreadCpu:
     GROUPS = (
         ("GUI (main thread)", lambda n: n == "MainThread"),
         ("live feed (snapshots)", lambda n: n == "gui-live-feed"),
-        ("live spikes (file read-back)", lambda n: n == "live-spikes"),
+        ("live spikes (whole array)", lambda n: n == "live-spikes"),
+        ("trace image render", lambda n: n.startswith("trace-render")),
         ("acquisition reader", lambda n: n == "acq-reader"),
         ("acquisition writer", lambda n: n == "acq-writer"),
     )

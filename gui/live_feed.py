@@ -264,7 +264,7 @@ class LiveFeed:
         info = (
             f"live spikes, whole array: {firing.size} channels firing, median "
             f"{np.median(firing) if firing.size else 0:.1f} Hz over the last "
-            f"{spikes.end_s - spikes.start_s:.1f} s (read back from the file)"
+            f"{spikes.end_s - spikes.start_s:.1f} s (as recorded)"
         )
         self._raster_key = key
         self._raster_image = RasterImage(image, n_channels, t0, t1, info)

@@ -39,10 +39,10 @@ BOARD_DRIVER = "cnea_board"
 
 LIVE_DEFAULTS: dict[str, Any] = {"block_samples": 512, "window_s": 0.4096}
 """Where an interactive recording differs from ``brainpaste record``, unless the lab's
-``[acquisition]`` table says otherwise: 512-sample blocks (the live view trails the data
-by at most 51 ms instead of 102 ms; the file's chunks are 512 rows) and a 0.41 s live
-window (4096 rows: a snapshot costs a fifth of a 2 s one; the GUI keeps the longer history
-of its traces itself). bench/gui_fps.py measures the latency of both block sizes."""
+``[acquisition]`` table says otherwise: 512-sample blocks (the whole-array raster and the
+live statistics, which follow written blocks, update every 51 ms instead of 102 ms; the
+live traces get each frame before any block is written) and a 0.41 s live window (the GUI
+keeps the longer history of its traces itself). bench/gui_fps.py measures both."""
 
 
 def acquisition_settings(config: LabConfig, **overrides: Any) -> AcquisitionSettings:
