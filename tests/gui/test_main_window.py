@@ -142,3 +142,33 @@ def test_record_select_see_traces_change_stop_and_page(window, qtbot, tmp_path):
     w.paged.page_size.setCurrentText("256")
     qtbot.waitUntil(lambda: len(w.paged.plot.channels) == 256, timeout=WAIT_MS)
     assert w.paged.page.maximum() == 16
+
+
+def test_frames_are_drawn_on_a_schedule_not_an_interval(app, qtbot, monkeypatch):
+    """Ticks twice per period, a quarter period late on average: a new frame every tick
+    still gets 30 draws/s at 30 Hz (an 'at least 1/30 s since the last draw' rule draws on
+    every other tick at best, about 24/s here)."""
+    import types
+
+    from gui import main_window
+
+    w = MainWindow(None, redraw_hz=30)
+    qtbot.addWidget(w)
+    w.timer.stop()  # ticks by hand, on a made-up clock
+    now = [1000.0]
+    fake = types.SimpleNamespace(perf_counter=lambda: now[0], monotonic=lambda: now[0])
+    monkeypatch.setattr(main_window, "time", fake)
+    drawn: list[float] = []
+    monkeypatch.setattr(w, "_draw_frame", lambda frame, force=False: drawn.append(now[0]))
+    w.set_redraw_rate(30)
+    rng = np.random.default_rng(0)
+    serial = 0
+    for tick in range(1200):  # 20 s of ticks every 1/60 s, each 0-8 ms late
+        now[0] = 1000.0 + tick / 60 + rng.uniform(0, 0.008)
+        serial += 1
+        w.feed.latest = types.SimpleNamespace(serial=serial)
+        w.redraw()
+        assert w.feed.next_draw_at >= now[0]  # the feed is told when the next draw is due
+    rate = (len(drawn) - 1) / (drawn[-1] - drawn[0])
+    assert 29.5 < rate <= 30.2
+    assert min(np.diff(drawn)) > 1 / 60 - 0.01  # never a burst
