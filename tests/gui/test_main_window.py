@@ -162,11 +162,9 @@ def test_frames_are_drawn_on_a_schedule_not_an_interval(app, qtbot, monkeypatch)
     monkeypatch.setattr(w, "_draw_frame", lambda frame, force=False: drawn.append(now[0]))
     w.set_redraw_rate(30)
     rng = np.random.default_rng(0)
-    serial = 0
     for tick in range(1200):  # 20 s of ticks every 1/60 s, each 0-8 ms late
         now[0] = 1000.0 + tick / 60 + rng.uniform(0, 0.008)
-        serial += 1
-        w.feed.latest = types.SimpleNamespace(serial=serial)
+        w.feed.latest = types.SimpleNamespace(serial=tick + 1)  # a new frame every tick
         w.redraw()
         assert w.feed.next_draw_at >= now[0]  # the feed is told when the next draw is due
     rate = (len(drawn) - 1) / (drawn[-1] - drawn[0])
