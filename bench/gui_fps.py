@@ -281,12 +281,11 @@ def measure_fps(window: MainWindow, seconds: float, redraw_hz: float, force: boo
 
 
 def board_backlog_s(board: Any, acq: Any) -> float:
-    """Seconds of data the board has made that are not yet in the file (its FIFO, the wire,
-    the ring, the writer's partial block)."""
+    """Seconds of data the board has made that the live view does not have yet (its FIFO,
+    the wire, the ring): the part of the latency before the window's own."""
     with board.lock:
         made = board.frame_status().next_sample
-    status = acq.status()
-    return (made - acq.first_sample_index - status.samples_written) / acq.sample_rate_hz
+    return (made - acq.first_sample_index - acq.live_samples) / acq.sample_rate_hz
 
 
 def measure_latency(
@@ -581,7 +580,7 @@ def print_fps(rows: list[tuple[str, dict]]) -> None:
 def print_latency(latency: dict[str, tuple[list[float], list[float]]]) -> None:
     print("\nSample-to-screen latency at 30 Hz (calibration step -> first painted frame with it)")
     print(f"{'settings (block, window)':<26} {'n':>4} {'median ms':>10} {'p90 ms':>8} "
-          f"{'max ms':>8} {'median / record':>16} {'board backlog at step, ms':>26}")  # fmt: skip
+          f"{'max ms':>8} {'median / record':>16} {'live view behind board, ms':>27}")  # fmt: skip
     ref = statistics.median(latency[CLI][0]) if latency[CLI][0] else float("nan")
     for name, (values, backlog) in latency.items():
         if not values:
@@ -590,7 +589,7 @@ def print_latency(latency: dict[str, tuple[list[float], list[float]]]) -> None:
         ms = np.array(values) * 1e3
         print(f"{name:<26} {len(ms):>4} {np.median(ms):>10.1f} {np.percentile(ms, 90):>8.1f} "
               f"{ms.max():>8.1f} {np.median(ms) / (ref * 1e3):>16.2f} "
-              f"{np.median(backlog) * 1e3:>26.0f}")  # fmt: skip
+              f"{np.median(backlog) * 1e3:>27.0f}")  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
