@@ -50,6 +50,10 @@ ACCESS_POLL_S = 3.0
 IMPRINT_POLL_S = 1.0
 
 
+STATUS_S = 0.1
+"""The recording's status (panel, pressure) is looked at this often, s."""
+FRAME_RETRY_S = 0.004
+"""While recording, a frame not ready at its slot is looked for again this soon, s."""
 PRESSURE_INTERVAL_S = (0.0, 0.2, 1.0)
 """Least time between two live draws at each pressure level, s."""
 
@@ -211,15 +215,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._last_draw_s = 0.0
         self._period_s = 0.0
         self._next_slot_s = 0.0
+        self._status_at = 0.0
         self.pressure = 0
         """0: draw freely; 1, 2: the recording is under pressure, draw less (see
         :func:`recording_pressure`)."""
         self.throttled_ticks = 0
         self._access_busy = False
         self._build()
-        self.timer = QtCore.QTimer(self)
+        self.timer = QtCore.QTimer(self, singleShot=True)
+        """Armed for the next frame's slot by each tick (see :meth:`set_redraw_rate`)."""
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
-        self.timer.timeout.connect(self.redraw)
+        self.timer.timeout.connect(self._tick)
         self.set_redraw_rate(redraw_hz)
         self.imprint_timer = QtCore.QTimer(self, interval=int(IMPRINT_POLL_S * 1000))
         self.imprint_timer.timeout.connect(self.poll_imprint)
@@ -315,13 +321,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def set_redraw_rate(self, hz: float) -> None:
         """Draw up to ``hz`` new frames a second (0: as fast as the event loop allows).
 
-        Frames are due on a fixed schedule, one every 1/hz s; the timer looks twice per
-        period, so a frame that was not ready at its slot, or a tick that came late, costs
-        half a period instead of a whole one, and a late frame lets the next come sooner
-        (never more than one slot is caught up)."""
+        Frames are due on a fixed schedule, one every 1/hz s, and the timer fires at each
+        slot: a late frame lets the next come sooner (never more than one slot is caught
+        up), and a frame not ready at its slot is looked for again every
+        :data:`FRAME_RETRY_S` while recording, not a whole period later."""
         self._period_s = 1.0 / hz if hz > 0 else 0.0
         self._next_slot_s = time.perf_counter()
-        self.timer.start(0 if hz <= 0 else max(1, round(500 / hz)))
+        self.timer.start(0)
 
     # --- the lab ---------------------------------------------------------------------------
     def set_lab(self, lab: LiveLab) -> None:
@@ -768,13 +774,32 @@ class MainWindow(QtWidgets.QMainWindow):
             )
 
     # --- redraw ----------------------------------------------------------------------------
-    def redraw(self) -> None:
-        """Timer tick: draw the newest frame into the visible views (no I/O)."""
+    def _tick(self) -> None:
+        """Draw, then arm the timer: for the next slot after a draw, soon while a frame is
+        awaited during a recording, a period later otherwise."""
+        try:
+            drew = self.redraw()
+        finally:
+            now = time.perf_counter()
+            if self._period_s == 0:
+                delay = 0.0
+            elif drew or now < self._next_slot_s:
+                delay = self._next_slot_s - now
+            elif self.lab is not None and self.lab.is_recording:
+                delay = FRAME_RETRY_S
+            else:
+                delay = self._period_s
+            self.timer.start(max(0, round(delay * 1000)))
+
+    def redraw(self) -> bool:
+        """Draw the newest frame into the visible views if it is new and due (no I/O);
+        True when drawn."""
         t0 = time.perf_counter()
         lab = self.lab
         acq = lab.recording if lab is not None else None
-        pressure = 0
-        if acq is not None and self._recording_shown:
+        pressure = self.pressure
+        if acq is not None and self._recording_shown and t0 - self._status_at >= STATUS_S:
+            self._status_at = t0
             status = acq.status()
             pressure = self._note_pressure(recording_pressure(status, self.pressure))
             if self.feed.spikes is not None:  # the whole-array read-back yields too
@@ -792,15 +817,19 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feed.raster_pixels = self.raster.pixels()
         frame = self.feed.latest
         wanted = frame is not None and (frame.serial != self._drawn_serial or self.force_redraw)
-        due = t0 >= self._next_slot_s and t0 - self._last_draw_s >= PRESSURE_INTERVAL_S[pressure]
-        if wanted and due:
+        hold = PRESSURE_INTERVAL_S[pressure]
+        due = t0 >= self._next_slot_s and t0 - self._last_draw_s >= hold
+        drew = wanted and due
+        if drew:
             self._draw_frame(frame, force=self.force_redraw)  # type: ignore[arg-type]
             self._drawn_serial = frame.serial  # type: ignore[union-attr]
             self.feed.consumed = frame.serial  # type: ignore[union-attr]
             self._last_draw_s = t0
             self._next_slot_s = max(self._next_slot_s + self._period_s, t0 - self._period_s)
+            self._next_slot_s = max(self._next_slot_s, t0 + hold)  # the recording comes first
         self.redraws += 1
         self.feed.next_draw_at = max(self._next_slot_s, t0)
+        return drew
 
     def _note_pressure(self, level: int) -> int:
         """Show when the display slows down for the recording; the level in force."""
