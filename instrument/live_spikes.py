@@ -211,6 +211,8 @@ class LiveSpikes:
         self._detector = SpikeDetector(gain_v, min_excursion=excursion)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._latest: tuple[int, SpikeCounts] | None = None
+        """(blocks detected, the counts made then): latest() reuses them until a new block."""
         self._blocks: deque[tuple[int, int, np.ndarray, np.ndarray]] = deque()
         """(first row, end row, spike rows, spike channels) of each block detected."""
         self._thread = threading.Thread(target=self._run, name="live-spikes", daemon=True)
@@ -232,17 +234,22 @@ class LiveSpikes:
         return self.tap.dropped
 
     def latest(self) -> SpikeCounts | None:
-        """The spikes of the last ``window_s`` seconds seen (None before the first block)."""
+        """The spikes of the last ``window_s`` seconds seen (None before the first block;
+        the same object until a new block is detected)."""
         with self._lock:
             blocks = list(self._blocks)
+            done = self.blocks
         if not blocks:
             return None
+        cached = self._latest
+        if cached is not None and cached[0] == done:
+            return cached[1]
         start, end = blocks[0][0], blocks[-1][1]
         rows = np.concatenate([b[2] for b in blocks])
         channels = np.concatenate([b[3] for b in blocks])
         span_s = (end - start) / self._rate
         rate = np.bincount(channels, minlength=self._n_channels) / max(span_s, 1e-9)
-        return SpikeCounts(
+        counts = SpikeCounts(
             times_s=rows / self._rate,
             channels=channels,
             start_s=start / self._rate,
@@ -250,6 +257,8 @@ class LiveSpikes:
             rate_hz=rate,
             rows_read=end,
         )
+        self._latest = (done, counts)
+        return counts
 
     def stop(self) -> None:
         """Stop following (the tap is closed: the writer stops copying blocks for it)."""
@@ -283,5 +292,5 @@ class LiveSpikes:
                 self._blocks.append((r0, r1, rows + r0, channels))
                 while self._blocks and self._blocks[0][0] < r1 - keep_rows:
                     self._blocks.popleft()
-            self.blocks += 1
+                self.blocks += 1
             self.busy_s += time.perf_counter() - start

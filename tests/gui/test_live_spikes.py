@@ -83,6 +83,7 @@ def test_follows_the_blocks_the_writer_offers():
     for r0 in range(0, 40960, 1024):
         tap.offer(r0, codes[r0 : r0 + 1024])
     latest = wait_rows(live, 40960)
+    assert live.latest() is latest  # nothing new: the same counts, not made again
     live.stop()
     assert live.error == "" and tap.closed and live.skipped_blocks == 0
     got = np.round(latest.times_s[latest.channels == 7] * rate).astype(int).tolist()
