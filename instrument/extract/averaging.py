@@ -446,3 +446,62 @@ def bridge(row: np.ndarray, spikes: np.ndarray, before: int, after: int) -> None
         for t in range(lo, hi + 1):
             row[t] = left + (right - left) * (t - lo + 1) / span
         i = j
+
+
+def whitened(x: np.ndarray, order: int) -> np.ndarray:
+    """:func:`whiten` into a new array."""
+    out = np.empty_like(x)
+    whiten(x, order, out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def whiten(x: np.ndarray, order: int, out: np.ndarray) -> None:
+    """``out[p]``: the one-step prediction error of ``x[p]`` under its own autoregressive
+    model of ``order`` (Yule–Walker, Levinson–Durbin; NaN where the prediction touches
+    NaN). Slow membrane noise is mostly predictable from the last few samples, a PSP's
+    onset is not: the error keeps the PSP's onset and drops most of the noise."""
+    n_rows, T = x.shape
+    for p in numba.prange(n_rows):
+        row = x[p]
+        total = 0.0
+        count = 0
+        for t in range(T):
+            v = row[t]
+            if v == v:
+                total += v
+                count += 1
+        mean = total / count if count > 0 else 0.0
+        r = np.zeros(order + 1)
+        for k in range(order + 1):
+            s = 0.0
+            for t in range(k, T):
+                a = row[t]
+                b = row[t - k]
+                if a == a and b == b:
+                    s += (a - mean) * (b - mean)
+            r[k] = s
+        # Levinson–Durbin: prediction coefficients a[1..order]
+        a = np.zeros(order + 1)
+        err = r[0]
+        for m in range(1, order + 1):
+            if err <= 0.0:
+                break
+            acc = r[m]
+            for j in range(1, m):
+                acc -= a[j] * r[m - j]
+            k = acc / err
+            prev = a.copy()
+            a[m] = k
+            for j in range(1, m):
+                a[j] = prev[j] - k * prev[m - j]
+            err *= 1.0 - k * k
+        o = out[p]
+        for t in range(T):
+            if t < order:
+                o[t] = np.nan
+                continue
+            e = row[t] - mean
+            for j in range(1, order + 1):
+                e -= a[j] * (row[t - j] - mean)
+            o[t] = e

@@ -173,8 +173,9 @@ def make_triggers(
         edges = np.flatnonzero(np.diff(np.concatenate([[0], hot.astype(np.int8), [0]])))
         for a, b in zip(edges[0::2], edges[1::2], strict=True):
             burst[max(0, a - pad) : min(n_dec, b + pad)] = True
+    # the tested bins and the response window (noise, events) must be in the data
     bnd = params.boundaries()
-    lo, hi = bnd[0], bnd[-1]
+    lo, hi = bnd[0], max(bnd[-1], params.dec(params.response_edges_s[-1]))
     ok = np.ones(n_dec, dtype=bool)
     ok[: max(0, -lo)] = False
     ok[max(0, n_dec - hi) :] = False
@@ -295,7 +296,11 @@ def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> n
     response window (robust, median over lags), V: divided by √triggers it is the noise of
     a spike-triggered average of that trace."""
     out = np.empty(x.shape[0])
-    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    bnd = np.array(
+        [params.dec(params.baseline_start_s), params.dec(params.baseline_end_s)]
+        + [params.dec(params.response_edges_s[0]), params.dec(params.response_edges_s[-1])],
+        dtype=np.int64,
+    )
     averaging.trace_sd(x, valid, bnd, NOISE_STRIDE, out)
     return out
 
@@ -332,6 +337,8 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     pre_all = local[pre_of_spike[use]]
     qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
     x_screen = _without_own_spikes(x, inp)
+    if params.whiten_order > 0:
+        x_screen = averaging.whitened(x_screen, params.whiten_order)
     for s0 in range(0, n_dec, seg):
         s1 = min(n_dec, s0 + seg)
         lo = max(0, s0 - halo)
@@ -357,7 +364,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     timings["screen_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     # ---- candidates: exclusions, surrogates, events
-    q64, valid, event = _unit_masks(x, inp)
+    q64, valid, event = _unit_masks(x_screen if params.whiten_order > 0 else x, inp)
     k = c_pre.size
     mean = np.zeros((k, n_bins))
     sd = np.zeros((k, n_bins))

@@ -203,7 +203,8 @@ def significance(
     p_min = p_bins[np.arange(z.shape[0]), best] if z.size else np.zeros(0)
     n_bins = z.shape[1] if z.ndim == 2 else 1
     p = -np.expm1(n_bins * np.log1p(-np.minimum(p_min, 1.0 - 1e-16)))
-    p = np.where(n[:, 0] > 1, p, 1.0)
+    # a whitened response can lie beyond the range of erfc: no p-value is exactly 0
+    p = np.where(n[:, 0] > 1, np.maximum(p, np.finfo(np.float64).tiny), 1.0)
     return Significance(z=z, p=p, best_bin=best.astype(np.int64))
 
 
