@@ -296,11 +296,9 @@ def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> n
     response window (robust, median over lags), V: divided by √triggers it is the noise of
     a spike-triggered average of that trace."""
     out = np.empty(x.shape[0])
-    bnd = np.array(
-        [params.dec(params.baseline_start_s), params.dec(params.baseline_end_s)]
-        + [params.dec(params.response_edges_s[0]), params.dec(params.response_edges_s[-1])],
-        dtype=np.int64,
-    )
+    first, last = params.response_edges_s[0], params.response_edges_s[-1]
+    times = (params.baseline_start_s, params.baseline_end_s, first, last)
+    bnd = np.array([params.dec(t) for t in times], dtype=np.int64)
     averaging.trace_sd(x, valid, bnd, NOISE_STRIDE, out)
     return out
 
