@@ -291,6 +291,42 @@ def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
     return out
 
 
+GAIN_SMOOTH_CHUNKS = 15
+"""Chunks over which a post unit's gain is averaged for the trial weights (access changes
+over minutes; one chunk's median spike height is noisy)."""
+
+
+def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int) -> np.ndarray:
+    """The prediction errors ``e`` (P, T) × gain / variance of the error, chunk by chunk.
+
+    A trigger's PSP reaches the electrode × its gain (access decays over minutes) and the
+    error's variance changes with access and with the network's activity, so a trial's
+    optimal weight is gain / variance: the mean of the weighted errors is the best linear
+    estimate of the PSP. ``gain`` (P, n_chunks) as in :class:`GroupInput`; the weights
+    are normalised to a median of 1 per unit.
+    """
+    n_post, T = e.shape
+    n_chunks = gain.shape[1]
+    idx = np.minimum(np.arange(T) // chunk_dec, n_chunks - 1)
+    k = np.ones(min(GAIN_SMOOTH_CHUNKS, n_chunks))
+    norm = np.convolve(np.ones(n_chunks), k, mode="same")
+    out = np.empty_like(e)
+    for i in range(n_post):
+        row = e[i]
+        fin = np.isfinite(row)
+        count = np.bincount(idx[fin], minlength=n_chunks)
+        var = np.bincount(idx[fin], weights=row[fin].astype(np.float64) ** 2, minlength=n_chunks)
+        good = count > 10
+        if not good.any():
+            out[i] = row
+            continue
+        var = np.where(good, var / np.maximum(count, 1), np.median(var[good] / count[good]))
+        w = np.convolve(gain[i], k, mode="same") / norm / var
+        w = w / np.median(w)
+        out[i] = row * w[idx].astype(np.float32)
+    return out
+
+
 def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
     response window (robust, median over lags), V: divided by √triggers it is the noise of
@@ -337,6 +373,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     x_screen = _without_own_spikes(x, inp)
     if params.whiten_order > 0:
         x_screen = averaging.whitened(x_screen, params.whiten_order)
+        x_screen = weight_trials(x_screen, inp.gain, inp.chunk_dec)
     for s0 in range(0, n_dec, seg):
         s1 = min(n_dec, s0 + seg)
         lo = max(0, s0 - halo)
@@ -384,7 +421,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         inp.spike_ptr, inp.spike_sample,
         np.stack([pre_units, inp.posts[c_post]], axis=1), window, inp.sample_rate_hz,
     ) >= SAME_NEURON_EXCESS  # fmt: skip
-    sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates)
+    sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates, c_post)
     p = np.where(same, 1.0, sig.p)
     timings["surrogates_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -560,7 +597,7 @@ def assemble(
     sign = np.where(kind == psp.KIND_ELECTRICAL, sign, np.where(kind == 0, 1.0, -1.0))
     feats = psp.trace_features(traces, sign, params)
     # chemical connections start within the range of synaptic delays
-    onset = feats.onset_latency_s
+    onset = psp.kick_latency(best, params) if params.whiten_order > 0 else feats.onset_latency_s
     direct = (kind == psp.KIND_ELECTRICAL) | (
         (onset >= params.min_latency_s) & (onset <= params.max_latency_s)
     )

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from scipy.special import erfc
+from scipy.stats import chi2
 
 from instrument.extract.params import ExtractionParams
 from instrument.extract.quickselect import select_kth
@@ -189,12 +190,30 @@ def significance(
     null_mean: np.ndarray,
     null_sd: np.ndarray,
     n_surrogates: int,
+    post: np.ndarray,
 ) -> Significance:
-    """Per-pair z and p from the response statistics and their surrogate null."""
+    """Per-pair z and p from the response statistics and their surrogate null.
+
+    σ is the trial standard error, scaled by the post unit's overdispersion (the median
+    over its candidate pairs and bins of (surrogate SD / trial standard error)², when
+    above 1: trials that are not independent), unless the pair's own surrogates spread
+    more than ``n_surrogates`` draws would by chance (0.1 %); × √(1 + 1/n_surrogates)
+    for the estimated null mean. ``post`` (K,): each pair's post unit.
+    """
     n = np.asarray(n, dtype=np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.where(n > 1, sd / np.sqrt(n), np.nan)
-    sigma = np.sqrt(np.maximum(se**2, null_sd**2) * (1.0 + 1.0 / n_surrogates))
+        ratio2 = (null_sd / se) ** 2
+    over = np.ones(mean.shape[0])
+    for u in np.unique(post):
+        rows = post == u
+        r = ratio2[rows]
+        r = r[np.isfinite(r)]
+        if r.size:
+            over[rows] = max(1.0, float(np.median(r)))
+    chance = np.sqrt(chi2.isf(1e-3, n_surrogates - 1) / (n_surrogates - 1))
+    sigma = np.maximum(se * np.sqrt(over)[:, None], null_sd / chance)
+    sigma = sigma * np.sqrt(1.0 + 1.0 / n_surrogates)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (mean - null_mean) / sigma
     z = np.where(np.isfinite(z), z, 0.0)
@@ -277,6 +296,16 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
         peak_lat[i] = lags[at]
         onset[i] = _crossing(signed, lags, at, idx[0], f * peak, fs)
     return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
+
+
+def kick_latency(best_bin: np.ndarray, params: ExtractionParams) -> np.ndarray:
+    """(K,) latency of each response as the prediction error shows it, s: the start of its
+    strongest tested bin less one decimated sample (a PSP that starts inside one sample
+    shows its full kick in the next), so it reads like an onset. The zero-lag bin gives a
+    latency before the spike."""
+    bnd = params.boundaries()
+    starts = np.array([bnd[a] for a, _ in params.windows()], dtype=np.float64)
+    return (starts[best_bin] - 1.0) / params.decimated_rate_hz
 
 
 def classify(
