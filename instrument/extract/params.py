@@ -109,7 +109,7 @@ class ExtractionParams:
     """…to this long after it (its own spike and after-hyperpolarisation would swamp the PSP), s."""
 
     # --- significance --------------------------------------------------------------------
-    screen_z: float = 3.0
+    screen_z: float = 3.2
     """First pass (all pairs): pairs with a response bin beyond this many robust SDs of the
     post unit's null become candidates."""
     max_candidates_per_post: int = 400

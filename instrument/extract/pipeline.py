@@ -296,34 +296,24 @@ GAIN_SMOOTH_CHUNKS = 15
 over minutes; one chunk's median spike height is noisy)."""
 
 
-def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int) -> np.ndarray:
+def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarray) -> np.ndarray:
     """The prediction errors ``e`` (P, T) × gain / variance of the error, chunk by chunk.
 
     A trigger's PSP reaches the electrode × its gain (access decays over minutes) and the
     error's variance changes with access and with the network's activity, so a trial's
     optimal weight is gain / variance: the mean of the weighted errors is the best linear
-    estimate of the PSP. ``gain`` (P, n_chunks) as in :class:`GroupInput`; the weights
-    are normalised to a median of 1 per unit.
+    estimate of the PSP. ``gain`` (P, n_chunks) as in :class:`GroupInput` (averaged over
+    :data:`GAIN_SMOOTH_CHUNKS`); the variance counts the samples where ``use`` (T,) holds;
+    the weights are normalised to a median of 1 per unit.
     """
-    n_post, T = e.shape
     n_chunks = gain.shape[1]
-    idx = np.minimum(np.arange(T) // chunk_dec, n_chunks - 1)
     k = np.ones(min(GAIN_SMOOTH_CHUNKS, n_chunks))
     norm = np.convolve(np.ones(n_chunks), k, mode="same")
+    smooth = np.empty_like(gain)
+    for i, g in enumerate(gain):
+        smooth[i] = np.convolve(g, k, mode="same") / norm
     out = np.empty_like(e)
-    for i in range(n_post):
-        row = e[i]
-        fin = np.isfinite(row)
-        count = np.bincount(idx[fin], minlength=n_chunks)
-        var = np.bincount(idx[fin], weights=row[fin].astype(np.float64) ** 2, minlength=n_chunks)
-        good = count > 10
-        if not good.any():
-            out[i] = row
-            continue
-        var = np.where(good, var / np.maximum(count, 1), np.median(var[good] / count[good]))
-        w = np.convolve(gain[i], k, mode="same") / norm / var
-        w = w / np.median(w)
-        out[i] = row * w[idx].astype(np.float32)
+    averaging.weight_by_chunk(e, smooth, chunk_dec, use, out)
     return out
 
 
@@ -372,8 +362,9 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
     x_screen = _without_own_spikes(x, inp)
     if params.whiten_order > 0:
-        x_screen = averaging.whitened(x_screen, params.whiten_order)
-        x_screen = weight_trials(x_screen, inp.gain, inp.chunk_dec)
+        # model and weigh the noise where the test reads it (not in bursts or gaps)
+        x_screen = averaging.whitened(x_screen, params.whiten_order, trig.ok)
+        x_screen = weight_trials(x_screen, inp.gain, inp.chunk_dec, trig.ok)
     for s0 in range(0, n_dec, seg):
         s1 = min(n_dec, s0 + seg)
         lo = max(0, s0 - halo)
@@ -406,7 +397,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     n = np.zeros(k, dtype=np.int64)
     null_mean = np.zeros((k, n_bins))
     null_sd = np.zeros((k, n_bins))
-    ev = np.zeros((k, 2))
+    ev = np.zeros((k, 3))
     pre_units = pres[c_pre]
     post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
