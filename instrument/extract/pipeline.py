@@ -250,32 +250,42 @@ class GroupResult:
     """Accumulator updates of the all-pairs kernel (spikes × post units × boundaries)."""
 
 
-def _unit_masks(x: np.ndarray, inp: GroupInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 prefix sums, trigger-valid masks and response-window spike masks of the posts."""
+def _unit_masks(
+    x: np.ndarray, inp: GroupInput, test_after: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 prefix sums of ``x``; trigger-valid masks for the averages (no post spike
+    from ``exclude_before_s`` before to ``exclude_after_s`` after) and for the test (…to
+    ``test_after`` decimated samples after); response-window spike masks of the posts."""
     params = inp.params
     n_post, n_dec = x.shape
     q64 = np.zeros((n_post, n_dec + 1))
     valid = np.empty((n_post, n_dec), dtype=bool)
+    valid_test = np.empty((n_post, n_dec), dtype=bool)
     event = np.zeros((n_post, n_dec), dtype=bool)
     eb = params.dec(params.exclude_before_s)
     ea = params.dec(params.exclude_after_s)
     ev_lo = params.dec(params.response_edges_s[0])
     ev_hi = params.dec(params.response_edges_s[-1])
+
+    def free(s: np.ndarray, after: int) -> np.ndarray:
+        near = np.zeros(n_dec + 1, dtype=np.int32)
+        np.add.at(near, np.clip(s - after, 0, n_dec), 1)
+        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
+        return inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
+
     for i, u in enumerate(inp.posts):
         row = x[i].astype(np.float64)
         finite = np.isfinite(row)
         mean = float(row[finite].mean()) if finite.any() else 0.0
         np.cumsum(np.where(finite, row - mean, 0.0), out=q64[i, 1:])
         s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
-        near = np.zeros(n_dec + 1, dtype=np.int32)
-        np.add.at(near, np.clip(s - ea, 0, n_dec), 1)
-        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
-        valid[i] = inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
+        valid[i] = free(s, ea)
+        valid_test[i] = valid[i] if test_after == ea else free(s, test_after)
         ev = np.zeros(n_dec + 1, dtype=np.int32)
         np.add.at(ev, np.clip(s - ev_hi + 1, 0, n_dec), 1)
         np.add.at(ev, np.clip(s - ev_lo + 1, 0, n_dec), -1)
         event[i] = np.cumsum(ev[:n_dec]) > 0
-    return q64, valid, event
+    return q64, valid, valid_test, event
 
 
 def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
@@ -390,7 +400,14 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     timings["screen_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     # ---- candidates: exclusions, surrogates, events
-    q64, valid, event = _unit_masks(x_screen if params.whiten_order > 0 else x, inp)
+    # the whitened test reads the bridged trace up to its last boundary: a post spike later
+    # than that (bridged from one sample before it) cannot touch it, and leaving such trials
+    # out would bias the kick of a synapse that makes the post unit fire
+    if params.whiten_order > 0:
+        tested, test_after = x_screen, min(int(bnd[-1]), params.dec(params.exclude_after_s))
+    else:
+        tested, test_after = x, params.dec(params.exclude_after_s)
+    q64, valid, valid_test, event = _unit_masks(tested, inp, test_after)
     k = c_pre.size
     mean = np.zeros((k, n_bins))
     sd = np.zeros((k, n_bins))
@@ -402,7 +419,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
         averaging.pair_statistics(
-            q64, valid, event, trig.ok, post_ptr, pre_units.astype(np.int64),
+            q64, valid_test, event, trig.ok, post_ptr, pre_units.astype(np.int64),
             trig.ptr, trig.t, bnd, windows, params.n_surrogates, params.seed,
             params.dec(params.jitter_min_s), params.dec(params.jitter_s),
             mean, sd, n, null_mean, null_sd, ev,
@@ -606,6 +623,8 @@ def assemble(
         weight = feats.psp_v / tgain
         noise = trial_sd[post[sel]] / np.sqrt(np.maximum(n_trig, 1)) / tgain
     gained = event[:, 0] - event[:, 1] if sel.size else np.zeros(0)
+    # a connection whose every trial saw a post spike has no average to weigh it by
+    direct &= np.isfinite(weight)
     if params.indirect_ratio > 0:
         direct &= ~relayed(pre[sel], post[sel], kind, strong, direct, gained, weight, params)
     keep = np.flatnonzero(direct)

@@ -286,9 +286,9 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
     idx = np.flatnonzero(window)
     f = params.onset_fraction
     for i in range(k):
-        tr = traces[i] - np.nanmean(traces[i, base])
-        if not np.all(np.isfinite(tr[idx])):
+        if not np.all(np.isfinite(traces[i, idx])):
             continue
+        tr = traces[i] - np.nanmean(traces[i, base])
         signed = tr * sign[i]
         at = idx[int(np.argmax(signed[idx]))]
         peak = signed[at]

@@ -9,7 +9,13 @@ import pytest
 
 from instrument.extract import averaging, psp
 from instrument.extract.params import load_params
-from instrument.extract.pipeline import extract, weight_trials
+from instrument.extract.pipeline import (
+    GroupInput,
+    Triggers,
+    _unit_masks,
+    extract,
+    weight_trials,
+)
 from tests.instrument.extract.test_planted import _found
 
 
@@ -102,3 +108,26 @@ def test_whitening_raises_the_planted_synapses_significance(planted, planted_res
     z_white = np.array([planted_result.connectivity.z[white_found[key]] for key in chemical])
     z_box = np.array([boxcar.connectivity.z[box_found[key]] for key in chemical])
     assert (z_white > z_box).all() and np.median(z_white / z_box) > 1.3
+
+
+def test_the_whitened_test_keeps_trials_whose_post_spike_comes_after_what_it_reads():
+    params = load_params()
+    n_dec = 400
+    ok = np.ones(n_dec, dtype=bool)
+    trig = Triggers(ptr=np.array([0, 0]), t=np.zeros(0, dtype=np.int64), ok=ok,
+                    burst=~ok, n_ok=np.zeros(1, dtype=np.int64))  # fmt: skip
+    q = 10
+    inp = GroupInput(
+        params=params, posts=np.array([0]), pres=np.zeros(0, dtype=np.int64), triggers=trig,
+        spike_ptr=np.array([0, 1]), spike_sample=np.array([200 * q]), q=q,
+        sample_rate_hz=10_000.0, gain=np.ones((1, 1)), chunk_dec=n_dec,
+    )  # fmt: skip
+    reach = params.boundaries()[-1]  # the test reads up to 7 ms after the trigger
+    _, valid, valid_test, _ = _unit_masks(np.zeros((1, n_dec), np.float32), inp, reach)
+    after = params.dec(params.exclude_after_s)
+    # the post unit fires at 200: a trigger 10 ms before it is out of the averages (the spike
+    # would sit in them) but in the whitened test (it reads up to 7 ms)
+    assert not valid[0, 190] and valid_test[0, 190]
+    assert not valid[0, 200 - after] and valid_test[0, 200 - after]
+    assert not valid_test[0, 200 - reach] and not valid_test[0, 230]
+    assert valid[0, 200 - after - 1] and valid[0, 231]
