@@ -605,7 +605,10 @@ def assemble(
     sign = np.where(kind == psp.KIND_ELECTRICAL, sign, np.where(kind == 0, 1.0, -1.0))
     feats = psp.trace_features(traces, sign, params)
     # chemical connections start within the range of synaptic delays
-    onset = psp.kick_latency(best, params) if params.whiten_order > 0 else feats.onset_latency_s
+    if params.whiten_order > 0:  # chemical onsets from the kick: precise where averages are not
+        kick = psp.kick_latency(z, best, params)
+        feats.onset_latency_s = np.where(kind == psp.KIND_ELECTRICAL, feats.onset_latency_s, kick)
+    onset = feats.onset_latency_s
     direct = (kind == psp.KIND_ELECTRICAL) | (
         (onset >= params.min_latency_s) & (onset <= params.max_latency_s)
     )

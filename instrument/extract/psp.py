@@ -298,14 +298,26 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
     return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
 
 
-def kick_latency(best_bin: np.ndarray, params: ExtractionParams) -> np.ndarray:
-    """(K,) latency of each response as the prediction error shows it, s: the start of its
-    strongest tested bin less one decimated sample (a PSP that starts inside one sample
-    shows its full kick in the next), so it reads like an onset. The zero-lag bin gives a
-    latency before the spike."""
+def kick_latency(z: np.ndarray, best_bin: np.ndarray, params: ExtractionParams) -> np.ndarray:
+    """(K,) onset latency of each response as the prediction error shows it, s.
+
+    A PSP that starts inside one decimated sample shows its kick in that sample and the
+    next, split by where it started: the latency is the centroid of the tested bins'
+    starts over the strongest bin and its neighbours (weights: z in the strongest bin's
+    sign, negative parts 0; the zero-lag bin only when it is the strongest), less one
+    sample. ``z`` (K, R) per tested window (:meth:`ExtractionParams.windows`, one-lag
+    bins), ``best_bin`` (K,) the strongest. A zero-lag response gives a latency before
+    the spike.
+    """
     bnd = params.boundaries()
     starts = np.array([bnd[a] for a, _ in params.windows()], dtype=np.float64)
-    return (starts[best_bin] - 1.0) / params.decimated_rate_hz
+    out = np.empty(best_bin.size)
+    n_bins = starts.size
+    for i, b in enumerate(best_bin):
+        lo, hi = (0, 0) if b == 0 else (max(b - 1, 1), min(b + 1, n_bins - 1))
+        w = np.maximum(np.sign(z[i, b]) * z[i, lo : hi + 1], 0.0)
+        out[i] = np.dot(w, starts[lo : hi + 1]) / w.sum() if w.sum() > 0 else starts[b]
+    return (out - 1.0) / params.decimated_rate_hz
 
 
 def classify(

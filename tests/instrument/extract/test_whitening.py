@@ -73,8 +73,14 @@ def test_trials_are_weighted_by_gain_over_error_variance():
 def test_the_kick_latency_reads_like_an_onset():
     params = load_params()
     # windows: zero-lag [-1, 1) ms, then one-lag bins [1, 2) … [6, 7) ms
-    got = psp.kick_latency(np.array([0, 1, 3, 6]), params)
-    assert got == pytest.approx([-2e-3, 0.0, 2e-3, 5e-3])
+    z = np.zeros((5, 7))
+    z[0, 0] = 9.0  # zero-lag
+    z[1, 3] = 9.0  # a kick in [3, 4) ms alone: the PSP started in the sample before
+    z[2, 3:5] = 6.0  # split evenly over [3, 4) and [4, 5)
+    z[3, 3:5] = -6.0  # inhibitory: the same
+    z[4, 2:5] = (-3.0, 9.0, 3.0)  # the neighbour against the kick's sign does not count
+    got = psp.kick_latency(z, np.argmax(np.abs(z), axis=1), params)
+    assert got == pytest.approx([-2e-3, 2e-3, 2.5e-3, 2.5e-3, 2.25e-3])
     assert got[0] < params.min_latency_s  # the zero-lag bin is never a chemical synapse
 
 
