@@ -95,8 +95,10 @@ class ExtractionParams:
     baseline_end_s: float = -1e-3
     """Baseline window end (and start of the zero-lag bin), s."""
     response_edges_s: Any = field(default=(2e-3, 5e-3, 9e-3, 14e-3, 20e-3))
-    """Edges of the response bins after the presynaptic spike, s (the first edge ends the
-    zero-lag bin that catches electrical coupling). A list of increasing times."""
+    """Edges of the response bins after the presynaptic spike, s: the response window (first
+    … last edge) of the average's peak, of post spikes and of the trace noise; with
+    ``whiten_order = 0`` also the tested bins (the first edge ends the zero-lag bin that
+    catches electrical coupling). A list of increasing times."""
     whiten_order: int = 4
     """Responses are tested on each post trace's one-step prediction error under its own
     autoregressive model of this order (0: on the trace itself, in the response bins)."""
@@ -106,11 +108,12 @@ class ExtractionParams:
     exclude_before_s: float = 30e-3
     """A trigger is left out for a postsynaptic unit that fired from this long before it…, s."""
     exclude_after_s: float = 20e-3
-    """…to this long after it (its own spike and after-hyperpolarisation would swamp the PSP), s."""
+    """…to this long after it (its own spike and after-hyperpolarisation would swamp the PSP),
+    s; for the whitened test at most its last edge (later spikes cannot touch what it reads)."""
 
     # --- significance --------------------------------------------------------------------
     screen_z: float = 3.2
-    """First pass (all pairs): pairs with a response bin beyond this many robust SDs of the
+    """First pass (all pairs): pairs with a tested window beyond this many robust SDs of the
     post unit's null become candidates."""
     max_candidates_per_post: int = 400
     """At most this many candidate presynaptic units per postsynaptic unit (the strongest)."""

@@ -1,10 +1,13 @@
 """Postsynaptic potentials: screen, significance against surrogates, classes, weights.
 
 Responses are measured in windows after the presynaptic spike, each as the window mean
-minus the baseline mean (``baseline_start_s`` … ``baseline_end_s``): the zero-lag bin
-(baseline end … first of ``response_edges_s``, for near-zero-latency electrical
-coupling), the bins between the response edges, and one wide window over all bins but
-the last (where PSPs peak: the nearest to a matched filter the bins allow).
+minus the baseline mean (``baseline_start_s`` … ``baseline_end_s``), on the tested trace:
+by default each post trace's AR prediction error (``whiten_order``; see
+:func:`instrument.extract.averaging.whiten`), in the zero-lag bin (baseline end … first
+of ``whiten_edges_s``, for near-zero-latency electrical coupling) and one-lag bins up to
+the last edge, where a PSP's onset shows as a kick. With ``whiten_order = 0`` the tested
+trace is the trace itself, in the zero-lag bin, the bins between ``response_edges_s``
+and one wide window over all bins but the last (where PSPs peak).
 
 1. **Screen (all pairs).** For each post unit the responses to *every* pre unit, scaled
    by √(triggers), estimate its null centre and spread robustly (median and 1.4826 × MAD
@@ -13,11 +16,12 @@ the last (where PSPs peak: the nearest to a matched filter the bins allow).
 2. **Significance (candidates).** Triggers near the post unit's own spikes are left out
    (``exclude_before_s``/``exclude_after_s``), and every surrogate (``n_surrogates``
    trains, each spike jittered by ±[``jitter_min_s``, ``jitter_s``]) is treated exactly
-   the same way. Per bin, z = (response − surrogate mean) / σ with σ the larger of the
-   trial standard error and the surrogate SD (times √(1 + 1/n_surrogates) for the
-   estimated mean); the pair's p-value is the smallest two-sided p over bins, Šidák-
-   corrected for the number of bins; Benjamini–Hochberg at ``fdr`` over **all** tested
-   pairs (screened-out pairs count as tested).
+   the same way (the whitened test keeps triggers whose post spike comes after what it
+   reads). Per bin, z = (response − surrogate mean) / σ with σ the trial standard error,
+   scaled by the post unit's pooled overdispersion or set by the pair's own surrogate SD
+   where that exceeds chance (:func:`significance`); the pair's p-value is the smallest
+   two-sided p over bins, Šidák-corrected for the number of bins; Benjamini–Hochberg at
+   ``fdr`` over **all** tested pairs (screened-out pairs count as tested).
 3. **Classes.** Responses that start with the presynaptic spike (onset after the
    baseline, within ``electrical_max_latency_s``) in both directions: electrical.
    Otherwise excitatory or inhibitory by the sign of the strongest response window
@@ -26,7 +30,8 @@ the last (where PSPs peak: the nearest to a matched filter the bins allow).
    ``eventful_min_probability`` over the surrogates are strong ("eventful").
 4. **Weight and latency** from the average trace: the peak (in the sign of the
    connection) within the response window, in somatic volts (divided by the post
-   electrode's gain); the onset, where the rise crosses ``onset_fraction`` of the peak.
+   electrode's gain); the onset, where the rise crosses ``onset_fraction`` of the peak
+   (chemical connections of the whitened test: from the kick, :func:`kick_latency`).
 """
 
 from __future__ import annotations
