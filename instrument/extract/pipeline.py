@@ -248,6 +248,9 @@ class GroupResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     n_updates: int = 0
     """Accumulator updates of the all-pairs kernel (spikes × post units × boundaries)."""
+    n_pair_reads: int = 0
+    """Prefix-sum reads of the candidates' statistics (valid triggers × (1 + surrogates) ×
+    boundaries, summed over candidate pairs): the least work of that stage."""
 
 
 def _unit_masks(
@@ -458,6 +461,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         trace_sd_v=noise,
         timings_s=timings,
         n_updates=n_updates,
+        n_pair_reads=int(n.sum()) * (1 + params.n_surrogates) * int(bnd.size),
         mean_gain=inp.gain.mean(axis=1) if inp.gain.size else np.zeros(n_post),
         n_tested=n_tested,
         pre=pre_units.astype(np.int64),
@@ -559,7 +563,8 @@ class ExtractionResult:
     source: str = ""
     work: dict[str, float] = field(default_factory=dict)
     """Per-stage time summed over groups (``screen_kernel_s``, ``screen_s``,
-    ``surrogates_s``, ``averages_s``) and the all-pairs kernel's ``screen_updates``."""
+    ``surrogates_s``, ``averages_s``), the all-pairs kernel's ``screen_updates`` and the
+    candidate stage's ``pair_reads``."""
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
     """Every candidate pair of the screen: ``pre``, ``post`` (units), ``screen_z``, ``p``."""
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -660,7 +665,10 @@ def assemble(
     )
     first = -params.dec(params.average_before_s)
     lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
-    work: dict[str, float] = {"screen_updates": float(sum(g.n_updates for g in groups))}
+    work: dict[str, float] = {
+        "screen_updates": float(sum(g.n_updates for g in groups)),
+        "pair_reads": float(sum(g.n_pair_reads for g in groups)),
+    }
     for g in groups:
         for key, value in g.timings_s.items():
             work[key] = work.get(key, 0.0) + value
