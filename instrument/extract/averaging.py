@@ -197,8 +197,8 @@ def pair_statistics(
     - ``out_null_mean``, ``out_null_sd``: mean and SD of the same mean response over
       ``n_surrogates`` surrogate trains (every usable trigger jittered by ±[j_min, j_max],
       the jittered triggers validated exactly like real ones);
-    - ``out_event[k] = (P_obs, P_null)``: fraction of usable triggers followed by a post
-      spike in the response window, observed and in the surrogates.
+    - ``out_event[k] = (P_obs, P_null, n)``: fraction of usable triggers followed by a post
+      spike in the response window, observed and in the surrogates, and their number.
 
     Each post unit's pairs advance through time together, segment by segment, so every
     read falls in a short stretch of that unit's arrays (cache-resident).
@@ -290,6 +290,7 @@ def pair_statistics(
             for s in range(n_s):
                 ev += s_ev[kk, s] / s_ok[kk, s] if s_ok[kk, s] > 0 else 0.0
             out_event[k, 1] = ev / n_s
+            out_event[k, 2] = n_ok[kk]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -446,3 +447,97 @@ def bridge(row: np.ndarray, spikes: np.ndarray, before: int, after: int) -> None
         for t in range(lo, hi + 1):
             row[t] = left + (right - left) * (t - lo + 1) / span
         i = j
+
+
+def whitened(x: np.ndarray, order: int, use: np.ndarray) -> np.ndarray:
+    """:func:`whiten` into a new array."""
+    out = np.empty_like(x)
+    whiten(x, order, use, out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
+    """``out[p]``: the one-step prediction error of ``x[p]`` under its own autoregressive
+    model of ``order`` (Yule–Walker, Levinson–Durbin), fitted on the samples where ``use``
+    (T,) holds; NaN where the prediction touches NaN. Slow membrane noise is mostly
+    predictable from the last few samples, a PSP's onset is not: the error keeps the
+    PSP's onset and drops most of the noise."""
+    n_rows, T = x.shape
+    for p in numba.prange(n_rows):
+        row = x[p]
+        total = 0.0
+        count = 0
+        for t in range(T):
+            v = row[t]
+            if v == v and use[t]:
+                total += v
+                count += 1
+        mean = total / count if count > 0 else 0.0
+        r = np.zeros(order + 1)
+        for k in range(order + 1):
+            s = 0.0
+            for t in range(k, T):
+                a = row[t]
+                b = row[t - k]
+                if a == a and b == b and use[t] and use[t - k]:
+                    s += (a - mean) * (b - mean)
+            r[k] = s
+        # Levinson–Durbin: prediction coefficients a[1..order]
+        a = np.zeros(order + 1)
+        err = r[0]
+        for m in range(1, order + 1):
+            if err <= 0.0:
+                break
+            acc = r[m]
+            for j in range(1, m):
+                acc -= a[j] * r[m - j]
+            k = acc / err
+            prev = a.copy()
+            a[m] = k
+            for j in range(1, m):
+                a[j] = prev[j] - k * prev[m - j]
+            err *= 1.0 - k * k
+        o = out[p]
+        for t in range(T):
+            if t < order:
+                o[t] = np.nan
+                continue
+            e = row[t] - mean
+            for j in range(1, order + 1):
+                e -= a[j] * (row[t - j] - mean)
+            o[t] = e
+
+
+@numba.njit(cache=True, parallel=True)
+def weight_by_chunk(
+    e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarray, out: np.ndarray
+) -> None:
+    """``out[p, t] = e[p, t] · w[p, c]`` with c = t // chunk_dec (the last chunk takes the
+    rest) and w = gain / mean square of ``e[p]`` over the chunk's samples where ``use``
+    holds, normalised to a median of 1 over chunks (chunks with 10 or fewer such finite
+    samples take the median mean square)."""
+    n_post, T = e.shape
+    n_chunks = gain.shape[1]
+    for p in numba.prange(n_post):
+        row = e[p]
+        ss = np.zeros(n_chunks)
+        cnt = np.zeros(n_chunks, dtype=np.int64)
+        for t in range(T):
+            c = min(t // chunk_dec, n_chunks - 1)
+            v = row[t]
+            if v == v and use[t]:
+                ss[c] += v * v
+                cnt[c] += 1
+        good = cnt > 10
+        if not good.any():
+            out[p] = row
+            continue
+        var = ss[good] / cnt[good]
+        fill = np.median(var)
+        w = np.empty(n_chunks)
+        for c in range(n_chunks):
+            w[c] = gain[p, c] / (ss[c] / cnt[c] if good[c] else fill)
+        w /= np.median(w)
+        for t in range(T):
+            out[p, t] = row[t] * w[min(t // chunk_dec, n_chunks - 1)]

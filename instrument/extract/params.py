@@ -95,16 +95,25 @@ class ExtractionParams:
     baseline_end_s: float = -1e-3
     """Baseline window end (and start of the zero-lag bin), s."""
     response_edges_s: Any = field(default=(2e-3, 5e-3, 9e-3, 14e-3, 20e-3))
-    """Edges of the response bins after the presynaptic spike, s (the first edge ends the
-    zero-lag bin that catches electrical coupling). A list of increasing times."""
+    """Edges of the response bins after the presynaptic spike, s: the response window (first
+    … last edge) of the average's peak, of post spikes and of the trace noise; with
+    ``whiten_order = 0`` also the tested bins (the first edge ends the zero-lag bin that
+    catches electrical coupling). A list of increasing times."""
+    whiten_order: int = 4
+    """Responses are tested on each post trace's one-step prediction error under its own
+    autoregressive model of this order (0: on the trace itself, in the response bins)."""
+    whiten_edges_s: Any = field(default=(1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3))
+    """Edges of the bins tested on the prediction error after the presynaptic spike, s (the
+    first edge ends the zero-lag bin). A list of increasing times."""
     exclude_before_s: float = 30e-3
     """A trigger is left out for a postsynaptic unit that fired from this long before it…, s."""
     exclude_after_s: float = 20e-3
-    """…to this long after it (its own spike and after-hyperpolarisation would swamp the PSP), s."""
+    """…to this long after it (its own spike and after-hyperpolarisation would swamp the PSP),
+    s; for the whitened test at most its last edge (later spikes cannot touch what it reads)."""
 
     # --- significance --------------------------------------------------------------------
-    screen_z: float = 3.0
-    """First pass (all pairs): pairs with a response bin beyond this many robust SDs of the
+    screen_z: float = 3.2
+    """First pass (all pairs): pairs with a tested window beyond this many robust SDs of the
     post unit's null become candidates."""
     max_candidates_per_post: int = 400
     """At most this many candidate presynaptic units per postsynaptic unit (the strongest)."""
@@ -153,6 +162,7 @@ class ExtractionParams:
         """All parameters as JSON text (stored with the results)."""
         d = dataclasses.asdict(self)
         d["response_edges_s"] = list(self.response_edges_s)
+        d["whiten_edges_s"] = list(self.whiten_edges_s)
         return json.dumps(d, sort_keys=True)
 
     # derived quantities (samples at the decimated rate) ---------------------------------
@@ -170,21 +180,27 @@ class ExtractionParams:
         """``seconds`` in decimated samples (rounded)."""
         return round(seconds * self.decimated_rate_hz)
 
+    def test_edges_s(self) -> tuple[float, ...]:
+        """Edges of the tested bins: ``whiten_edges_s`` when whitening, else
+        ``response_edges_s``."""
+        return tuple(self.whiten_edges_s if self.whiten_order > 0 else self.response_edges_s)
+
     def boundaries(self) -> list[int]:
-        """Bin boundaries in decimated samples: baseline start, baseline end, response edges."""
+        """Bin boundaries of the test in decimated samples: baseline start, baseline end,
+        the tested bins' edges (:meth:`test_edges_s`)."""
         return [
             self.dec(self.baseline_start_s),
             self.dec(self.baseline_end_s),
-            *[self.dec(e) for e in self.response_edges_s],
+            *[self.dec(e) for e in self.test_edges_s()],
         ]
 
     def windows(self) -> list[tuple[int, int]]:
-        """Response windows as (first, last) indices into :meth:`boundaries`: the zero-lag
-        bin, each response bin, and one wide window over all response bins but the last
-        (where PSPs peak); the baseline is (0, 1)."""
-        m = len(self.response_edges_s) + 2
+        """Tested windows as (first, last) indices into :meth:`boundaries`: the zero-lag
+        bin, each bin, and (without whitening) one wide window over all response bins but
+        the last (where PSPs peak); the baseline is (0, 1)."""
+        m = len(self.test_edges_s()) + 2
         out = [(k, k + 1) for k in range(1, m - 1)]
-        if m - 2 > 2:
+        if m - 2 > 2 and self.whiten_order == 0:
             out.append((2, m - 2))
         return out
 
@@ -222,6 +238,7 @@ _NON_NEGATIVE = (
     "burst_min_units",
     "min_latency_s",
     "indirect_ratio",
+    "whiten_order",
 )
 _FRACTIONS = (
     "merge_min_coincidence",
@@ -265,29 +282,35 @@ def check(params: ExtractionParams, source: str | None = None, text: str = "") -
         raise fail("min_latency_s", "must be < max_latency_s")
     if params.jitter_min_s >= params.jitter_s:
         raise fail("jitter_min_s", "must be < jitter_s")
-    edges = params.response_edges_s
-    if (
-        not isinstance(edges, list | tuple)
-        or len(edges) < 2
-        or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
-    ):
-        raise fail("response_edges_s", "must be a list of at least two times, s")
     if not params.baseline_start_s < params.baseline_end_s <= 0.0:
         raise fail("baseline_start_s", "need baseline_start_s < baseline_end_s <= 0")
-    if not all(a < b for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
-        raise fail("response_edges_s", "must be positive and strictly increasing")
-    b = params.boundaries()
-    if any(x >= y for x, y in itertools.pairwise(b)):
-        raise fail(
-            "response_edges_s",
-            f"bins must be at least one decimated sample ({1e3 / params.decimated_rate_hz:g} ms)"
-            " wide",
-        )
+    for key in ("response_edges_s", "whiten_edges_s"):
+        edges = getattr(params, key)
+        if (
+            not isinstance(edges, list | tuple)
+            or len(edges) < 2
+            or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
+        ):
+            raise fail(key, "must be a list of at least two times, s")
+        if not all(a < b for a, b in itertools.pairwise(edges)) or edges[0] <= 0:
+            raise fail(key, "must be positive and strictly increasing")
+        b = [params.dec(params.baseline_start_s), params.dec(params.baseline_end_s)]
+        b += [params.dec(e) for e in edges]
+        if any(x >= y for x, y in itertools.pairwise(b)):
+            raise fail(
+                key,
+                f"bins must be at least one decimated sample "
+                f"({1e3 / params.decimated_rate_hz:g} ms) wide",
+            )
     if params.blank_before_s + params.blank_after_s >= params.chunk_s / 4:
         raise fail("blank_after_s", "spike blanking must be much shorter than chunk_s")
     if params.average_before_s > params.chunk_s or params.jitter_s > 10 * params.chunk_s:
         raise fail("average_before_s", "windows must be shorter than chunk_s")
-    return dataclasses.replace(params, response_edges_s=tuple(float(e) for e in edges))
+    return dataclasses.replace(
+        params,
+        response_edges_s=tuple(float(e) for e in params.response_edges_s),
+        whiten_edges_s=tuple(float(e) for e in params.whiten_edges_s),
+    )
 
 
 def load_params(config: LabConfig | None = None, **overrides: Any) -> ExtractionParams:
@@ -306,4 +329,6 @@ def params_from_json(text: str) -> ExtractionParams:
     """The parameters stored with a result (see :meth:`ExtractionParams.to_json`)."""
     d = json.loads(text)
     d["response_edges_s"] = tuple(d["response_edges_s"])
+    if "whiten_edges_s" in d:
+        d["whiten_edges_s"] = tuple(d["whiten_edges_s"])
     return check(ExtractionParams(**d))

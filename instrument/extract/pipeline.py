@@ -173,8 +173,9 @@ def make_triggers(
         edges = np.flatnonzero(np.diff(np.concatenate([[0], hot.astype(np.int8), [0]])))
         for a, b in zip(edges[0::2], edges[1::2], strict=True):
             burst[max(0, a - pad) : min(n_dec, b + pad)] = True
+    # the tested bins and the response window (noise, events) must be in the data
     bnd = params.boundaries()
-    lo, hi = bnd[0], bnd[-1]
+    lo, hi = bnd[0], max(bnd[-1], params.dec(params.response_edges_s[-1]))
     ok = np.ones(n_dec, dtype=bool)
     ok[: max(0, -lo)] = False
     ok[max(0, n_dec - hi) :] = False
@@ -247,34 +248,47 @@ class GroupResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     n_updates: int = 0
     """Accumulator updates of the all-pairs kernel (spikes × post units × boundaries)."""
+    n_pair_reads: int = 0
+    """Prefix-sum reads of the candidates' statistics (valid triggers × (1 + surrogates) ×
+    boundaries, summed over candidate pairs): the least work of that stage."""
 
 
-def _unit_masks(x: np.ndarray, inp: GroupInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 prefix sums, trigger-valid masks and response-window spike masks of the posts."""
+def _unit_masks(
+    x: np.ndarray, inp: GroupInput, test_after: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 prefix sums of ``x``; trigger-valid masks for the averages (no post spike
+    from ``exclude_before_s`` before to ``exclude_after_s`` after) and for the test (…to
+    ``test_after`` decimated samples after); response-window spike masks of the posts."""
     params = inp.params
     n_post, n_dec = x.shape
     q64 = np.zeros((n_post, n_dec + 1))
     valid = np.empty((n_post, n_dec), dtype=bool)
+    valid_test = np.empty((n_post, n_dec), dtype=bool)
     event = np.zeros((n_post, n_dec), dtype=bool)
     eb = params.dec(params.exclude_before_s)
     ea = params.dec(params.exclude_after_s)
     ev_lo = params.dec(params.response_edges_s[0])
     ev_hi = params.dec(params.response_edges_s[-1])
+
+    def free(s: np.ndarray, after: int) -> np.ndarray:
+        near = np.zeros(n_dec + 1, dtype=np.int32)
+        np.add.at(near, np.clip(s - after, 0, n_dec), 1)
+        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
+        return inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
+
     for i, u in enumerate(inp.posts):
         row = x[i].astype(np.float64)
         finite = np.isfinite(row)
         mean = float(row[finite].mean()) if finite.any() else 0.0
         np.cumsum(np.where(finite, row - mean, 0.0), out=q64[i, 1:])
         s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
-        near = np.zeros(n_dec + 1, dtype=np.int32)
-        np.add.at(near, np.clip(s - ea, 0, n_dec), 1)
-        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
-        valid[i] = inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
+        valid[i] = free(s, ea)
+        valid_test[i] = valid[i] if test_after == ea else free(s, test_after)
         ev = np.zeros(n_dec + 1, dtype=np.int32)
         np.add.at(ev, np.clip(s - ev_hi + 1, 0, n_dec), 1)
         np.add.at(ev, np.clip(s - ev_lo + 1, 0, n_dec), -1)
         event[i] = np.cumsum(ev[:n_dec]) > 0
-    return q64, valid, event
+    return q64, valid, valid_test, event
 
 
 def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
@@ -290,12 +304,40 @@ def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
     return out
 
 
+GAIN_SMOOTH_CHUNKS = 15
+"""Chunks over which a post unit's gain is averaged for the trial weights (access changes
+over minutes; one chunk's median spike height is noisy)."""
+
+
+def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarray) -> np.ndarray:
+    """The prediction errors ``e`` (P, T) × gain / variance of the error, chunk by chunk.
+
+    A trigger's PSP reaches the electrode × its gain (access decays over minutes) and the
+    error's variance changes with access and with the network's activity, so a trial's
+    optimal weight is gain / variance: the mean of the weighted errors is the best linear
+    estimate of the PSP. ``gain`` (P, n_chunks) as in :class:`GroupInput` (averaged over
+    :data:`GAIN_SMOOTH_CHUNKS`); the variance counts the samples where ``use`` (T,) holds;
+    the weights are normalised to a median of 1 per unit.
+    """
+    n_chunks = gain.shape[1]
+    k = np.ones(min(GAIN_SMOOTH_CHUNKS, n_chunks))
+    norm = np.convolve(np.ones(n_chunks), k, mode="same")
+    smooth = np.empty_like(gain)
+    for i, g in enumerate(gain):
+        smooth[i] = np.convolve(g, k, mode="same") / norm
+    out = np.empty_like(e)
+    averaging.weight_by_chunk(e, smooth, chunk_dec, use, out)
+    return out
+
+
 def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
     response window (robust, median over lags), V: divided by √triggers it is the noise of
     a spike-triggered average of that trace."""
     out = np.empty(x.shape[0])
-    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    first, last = params.response_edges_s[0], params.response_edges_s[-1]
+    times = (params.baseline_start_s, params.baseline_end_s, first, last)
+    bnd = np.array([params.dec(t) for t in times], dtype=np.int64)
     averaging.trace_sd(x, valid, bnd, NOISE_STRIDE, out)
     return out
 
@@ -332,6 +374,10 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     pre_all = local[pre_of_spike[use]]
     qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
     x_screen = _without_own_spikes(x, inp)
+    if params.whiten_order > 0:
+        # model and weigh the noise where the test reads it (not in bursts or gaps)
+        x_screen = averaging.whitened(x_screen, params.whiten_order, trig.ok)
+        x_screen = weight_trials(x_screen, inp.gain, inp.chunk_dec, trig.ok)
     for s0 in range(0, n_dec, seg):
         s1 = min(n_dec, s0 + seg)
         lo = max(0, s0 - halo)
@@ -357,19 +403,26 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     timings["screen_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     # ---- candidates: exclusions, surrogates, events
-    q64, valid, event = _unit_masks(x, inp)
+    # the whitened test reads the bridged trace up to its last boundary: a post spike later
+    # than that (bridged from one sample before it) cannot touch it, and leaving such trials
+    # out would bias the kick of a synapse that makes the post unit fire
+    if params.whiten_order > 0:
+        tested, test_after = x_screen, min(int(bnd[-1]), params.dec(params.exclude_after_s))
+    else:
+        tested, test_after = x, params.dec(params.exclude_after_s)
+    q64, valid, valid_test, event = _unit_masks(tested, inp, test_after)
     k = c_pre.size
     mean = np.zeros((k, n_bins))
     sd = np.zeros((k, n_bins))
     n = np.zeros(k, dtype=np.int64)
     null_mean = np.zeros((k, n_bins))
     null_sd = np.zeros((k, n_bins))
-    ev = np.zeros((k, 2))
+    ev = np.zeros((k, 3))
     pre_units = pres[c_pre]
     post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
         averaging.pair_statistics(
-            q64, valid, event, trig.ok, post_ptr, pre_units.astype(np.int64),
+            q64, valid_test, event, trig.ok, post_ptr, pre_units.astype(np.int64),
             trig.ptr, trig.t, bnd, windows, params.n_surrogates, params.seed,
             params.dec(params.jitter_min_s), params.dec(params.jitter_s),
             mean, sd, n, null_mean, null_sd, ev,
@@ -379,7 +432,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         inp.spike_ptr, inp.spike_sample,
         np.stack([pre_units, inp.posts[c_post]], axis=1), window, inp.sample_rate_hz,
     ) >= SAME_NEURON_EXCESS  # fmt: skip
-    sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates)
+    sig = psp.significance(mean, sd, n, null_mean, null_sd, params.n_surrogates, c_post)
     p = np.where(same, 1.0, sig.p)
     timings["surrogates_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -408,6 +461,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         trace_sd_v=noise,
         timings_s=timings,
         n_updates=n_updates,
+        n_pair_reads=int(n.sum()) * (1 + params.n_surrogates) * int(bnd.size),
         mean_gain=inp.gain.mean(axis=1) if inp.gain.size else np.zeros(n_post),
         n_tested=n_tested,
         pre=pre_units.astype(np.int64),
@@ -509,7 +563,8 @@ class ExtractionResult:
     source: str = ""
     work: dict[str, float] = field(default_factory=dict)
     """Per-stage time summed over groups (``screen_kernel_s``, ``screen_s``,
-    ``surrogates_s``, ``averages_s``) and the all-pairs kernel's ``screen_updates``."""
+    ``surrogates_s``, ``averages_s``), the all-pairs kernel's ``screen_updates`` and the
+    candidate stage's ``pair_reads``."""
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
     """Every candidate pair of the screen: ``pre``, ``post`` (units), ``screen_z``, ``p``."""
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -555,6 +610,9 @@ def assemble(
     sign = np.where(kind == psp.KIND_ELECTRICAL, sign, np.where(kind == 0, 1.0, -1.0))
     feats = psp.trace_features(traces, sign, params)
     # chemical connections start within the range of synaptic delays
+    if params.whiten_order > 0:  # chemical onsets from the kick: precise where averages are not
+        kick = psp.kick_latency(z, best, params)
+        feats.onset_latency_s = np.where(kind == psp.KIND_ELECTRICAL, feats.onset_latency_s, kick)
     onset = feats.onset_latency_s
     direct = (kind == psp.KIND_ELECTRICAL) | (
         (onset >= params.min_latency_s) & (onset <= params.max_latency_s)
@@ -573,6 +631,8 @@ def assemble(
         weight = feats.psp_v / tgain
         noise = trial_sd[post[sel]] / np.sqrt(np.maximum(n_trig, 1)) / tgain
     gained = event[:, 0] - event[:, 1] if sel.size else np.zeros(0)
+    # a connection whose every trial saw a post spike has no average to weigh it by
+    direct &= np.isfinite(weight)
     if params.indirect_ratio > 0:
         direct &= ~relayed(pre[sel], post[sel], kind, strong, direct, gained, weight, params)
     keep = np.flatnonzero(direct)
@@ -605,7 +665,10 @@ def assemble(
     )
     first = -params.dec(params.average_before_s)
     lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
-    work: dict[str, float] = {"screen_updates": float(sum(g.n_updates for g in groups))}
+    work: dict[str, float] = {
+        "screen_updates": float(sum(g.n_updates for g in groups)),
+        "pair_reads": float(sum(g.n_pair_reads for g in groups)),
+    }
     for g in groups:
         for key, value in g.timings_s.items():
             work[key] = work.get(key, 0.0) + value

@@ -1,10 +1,13 @@
 """Postsynaptic potentials: screen, significance against surrogates, classes, weights.
 
 Responses are measured in windows after the presynaptic spike, each as the window mean
-minus the baseline mean (``baseline_start_s`` … ``baseline_end_s``): the zero-lag bin
-(baseline end … first of ``response_edges_s``, for near-zero-latency electrical
-coupling), the bins between the response edges, and one wide window over all bins but
-the last (where PSPs peak: the nearest to a matched filter the bins allow).
+minus the baseline mean (``baseline_start_s`` … ``baseline_end_s``), on the tested trace:
+by default each post trace's AR prediction error (``whiten_order``; see
+:func:`instrument.extract.averaging.whiten`), in the zero-lag bin (baseline end … first
+of ``whiten_edges_s``, for near-zero-latency electrical coupling) and one-lag bins up to
+the last edge, where a PSP's onset shows as a kick. With ``whiten_order = 0`` the tested
+trace is the trace itself, in the zero-lag bin, the bins between ``response_edges_s``
+and one wide window over all bins but the last (where PSPs peak).
 
 1. **Screen (all pairs).** For each post unit the responses to *every* pre unit, scaled
    by √(triggers), estimate its null centre and spread robustly (median and 1.4826 × MAD
@@ -13,11 +16,12 @@ the last (where PSPs peak: the nearest to a matched filter the bins allow).
 2. **Significance (candidates).** Triggers near the post unit's own spikes are left out
    (``exclude_before_s``/``exclude_after_s``), and every surrogate (``n_surrogates``
    trains, each spike jittered by ±[``jitter_min_s``, ``jitter_s``]) is treated exactly
-   the same way. Per bin, z = (response − surrogate mean) / σ with σ the larger of the
-   trial standard error and the surrogate SD (times √(1 + 1/n_surrogates) for the
-   estimated mean); the pair's p-value is the smallest two-sided p over bins, Šidák-
-   corrected for the number of bins; Benjamini–Hochberg at ``fdr`` over **all** tested
-   pairs (screened-out pairs count as tested).
+   the same way (the whitened test keeps triggers whose post spike comes after what it
+   reads). Per bin, z = (response − surrogate mean) / σ with σ the trial standard error,
+   scaled by the post unit's pooled overdispersion or set by the pair's own surrogate SD
+   where that exceeds chance (:func:`significance`); the pair's p-value is the smallest
+   two-sided p over bins, Šidák-corrected for the number of bins; Benjamini–Hochberg at
+   ``fdr`` over **all** tested pairs (screened-out pairs count as tested).
 3. **Classes.** Responses that start with the presynaptic spike (onset after the
    baseline, within ``electrical_max_latency_s``) in both directions: electrical.
    Otherwise excitatory or inhibitory by the sign of the strongest response window
@@ -26,7 +30,8 @@ the last (where PSPs peak: the nearest to a matched filter the bins allow).
    ``eventful_min_probability`` over the surrogates are strong ("eventful").
 4. **Weight and latency** from the average trace: the peak (in the sign of the
    connection) within the response window, in somatic volts (divided by the post
-   electrode's gain); the onset, where the rise crosses ``onset_fraction`` of the peak.
+   electrode's gain); the onset, where the rise crosses ``onset_fraction`` of the peak
+   (chemical connections of the whitened test: from the kick, :func:`kick_latency`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from scipy.special import erfc
+from scipy.stats import chi2
 
 from instrument.extract.params import ExtractionParams
 from instrument.extract.quickselect import select_kth
@@ -189,12 +195,30 @@ def significance(
     null_mean: np.ndarray,
     null_sd: np.ndarray,
     n_surrogates: int,
+    post: np.ndarray,
 ) -> Significance:
-    """Per-pair z and p from the response statistics and their surrogate null."""
+    """Per-pair z and p from the response statistics and their surrogate null.
+
+    σ is the trial standard error, scaled by the post unit's overdispersion (the median
+    over its candidate pairs and bins of (surrogate SD / trial standard error)², when
+    above 1: trials that are not independent), unless the pair's own surrogates spread
+    more than ``n_surrogates`` draws would by chance (0.1 %); × √(1 + 1/n_surrogates)
+    for the estimated null mean. ``post`` (K,): each pair's post unit.
+    """
     n = np.asarray(n, dtype=np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.where(n > 1, sd / np.sqrt(n), np.nan)
-    sigma = np.sqrt(np.maximum(se**2, null_sd**2) * (1.0 + 1.0 / n_surrogates))
+        ratio2 = (null_sd / se) ** 2
+    over = np.ones(mean.shape[0])
+    for u in np.unique(post):
+        rows = post == u
+        r = ratio2[rows]
+        r = r[np.isfinite(r)]
+        if r.size:
+            over[rows] = max(1.0, float(np.median(r)))
+    chance = np.sqrt(chi2.isf(1e-3, n_surrogates - 1) / (n_surrogates - 1))
+    sigma = np.maximum(se * np.sqrt(over)[:, None], null_sd / chance)
+    sigma = sigma * np.sqrt(1.0 + 1.0 / n_surrogates)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (mean - null_mean) / sigma
     z = np.where(np.isfinite(z), z, 0.0)
@@ -203,7 +227,8 @@ def significance(
     p_min = p_bins[np.arange(z.shape[0]), best] if z.size else np.zeros(0)
     n_bins = z.shape[1] if z.ndim == 2 else 1
     p = -np.expm1(n_bins * np.log1p(-np.minimum(p_min, 1.0 - 1e-16)))
-    p = np.where(n[:, 0] > 1, p, 1.0)
+    # a whitened response can lie beyond the range of erfc: no p-value is exactly 0
+    p = np.where(n[:, 0] > 1, np.maximum(p, np.finfo(np.float64).tiny), 1.0)
     return Significance(z=z, p=p, best_bin=best.astype(np.int64))
 
 
@@ -266,9 +291,9 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
     idx = np.flatnonzero(window)
     f = params.onset_fraction
     for i in range(k):
-        tr = traces[i] - np.nanmean(traces[i, base])
-        if not np.all(np.isfinite(tr[idx])):
+        if not np.all(np.isfinite(traces[i, idx])):
             continue
+        tr = traces[i] - np.nanmean(traces[i, base])
         signed = tr * sign[i]
         at = idx[int(np.argmax(signed[idx]))]
         peak = signed[at]
@@ -276,6 +301,28 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
         peak_lat[i] = lags[at]
         onset[i] = _crossing(signed, lags, at, idx[0], f * peak, fs)
     return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
+
+
+def kick_latency(z: np.ndarray, best_bin: np.ndarray, params: ExtractionParams) -> np.ndarray:
+    """(K,) onset latency of each response as the prediction error shows it, s.
+
+    A PSP that starts inside one decimated sample shows its kick in that sample and the
+    next, split by where it started: the latency is the centroid of the tested bins'
+    starts over the strongest bin and its neighbours (weights: z in the strongest bin's
+    sign, negative parts 0; the zero-lag bin only when it is the strongest), less one
+    sample. ``z`` (K, R) per tested window (:meth:`ExtractionParams.windows`, one-lag
+    bins), ``best_bin`` (K,) the strongest. A zero-lag response gives a latency before
+    the spike.
+    """
+    bnd = params.boundaries()
+    starts = np.array([bnd[a] for a, _ in params.windows()], dtype=np.float64)
+    out = np.empty(best_bin.size)
+    n_bins = starts.size
+    for i, b in enumerate(best_bin):
+        lo, hi = (0, 0) if b == 0 else (max(b - 1, 1), min(b + 1, n_bins - 1))
+        w = np.maximum(np.sign(z[i, b]) * z[i, lo : hi + 1], 0.0)
+        out[i] = np.dot(w, starts[lo : hi + 1]) / w.sum() if w.sum() > 0 else starts[b]
+    return (out - 1.0) / params.decimated_rate_hz
 
 
 def classify(

@@ -13,8 +13,12 @@ from instrument.extract.params import ExtractionParams, load_params, params_from
 def test_defaults_come_from_the_lab_file_and_match_the_dataclass():
     params = load_params()
     assert params == ExtractionParams()
-    assert params.boundaries() == [-10, -1, 2, 5, 9, 14, 20]
+    assert params.boundaries() == [-10, -1, 1, 2, 3, 4, 5, 6, 7]  # whitened: one-lag bins
     assert params.windows()[0] == (1, 2)  # zero-lag bin first
+    assert len(params.windows()) == 7  # no wide window on the prediction error
+    boxcar = dataclasses.replace(params, whiten_order=0)
+    assert boxcar.boundaries() == [-10, -1, 2, 5, 9, 14, 20]
+    assert boxcar.windows()[-1] == (2, 5)  # the wide window
     assert params_from_json(params.to_json()) == params
 
 
@@ -33,6 +37,8 @@ def test_a_lab_file_overrides_keys(tmp_path):
         ("fdr = 1.5", "extraction.fdr"),
         ("spike_threshold = -3", "extraction.spike_threshold"),
         ("response_edges_s = [0.005, 0.002]", "extraction.response_edges_s"),
+        ("whiten_edges_s = [0.001, 0.0012]", "extraction.whiten_edges_s"),
+        ("whiten_order = -1", "extraction.whiten_order"),
         ('burst_policy = "sometimes"', "extraction.burst_policy"),
         ("n_surrogates = 1", "extraction.n_surrogates"),
         ("jitter_min_s = 0.2", "extraction.jitter_min_s"),

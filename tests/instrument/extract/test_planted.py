@@ -86,7 +86,8 @@ def test_scores_are_reported_by_amplitude_and_noise_bins(planted, planted_result
     assert s["recall"] >= 11 / 12
     assert s["snr_at_least_3"]["recall"] >= 11 / 12
     assert s["latency_error_median_s"] < 1e-3
-    assert 3.0 < s["snr_at_least_3"]["threshold_z"] < 8.0
+    # the realised threshold is the weakest detection's |z|: beyond the BH level
+    assert 3.0 < s["snr_at_least_3"]["threshold_z"] < 40.0
     assert 0.0 <= s["snr_at_least_3"]["recall_ceiling"] <= 1.0
 
 
