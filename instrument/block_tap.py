@@ -53,8 +53,11 @@ class BlockTap:
                 self._cond.wait(timeout_s)
             return self._blocks.popleft() if self._blocks else None
 
-    def close(self) -> None:
-        """No more blocks will come (the acquisition ended); what is kept can still be taken."""
+    def close(self, discard: bool = False) -> None:
+        """No more blocks will come (the acquisition ended: what is kept can still be taken;
+        ``discard``: the follower stopped, the kept copies are let go)."""
         with self._cond:
             self.closed = True
+            if discard:
+                self._blocks.clear()
             self._cond.notify_all()

@@ -261,8 +261,9 @@ class LiveSpikes:
         return counts
 
     def stop(self) -> None:
-        """Stop following (the tap is closed: the writer stops copying blocks for it)."""
-        self.tap.close()
+        """Stop following (the tap is closed and emptied: the writer stops copying blocks
+        for it, and the copies it kept, up to 16 MB, are let go)."""
+        self.tap.close(discard=True)
         self._stop.set()
         self._thread.join(timeout=10)
 

@@ -125,8 +125,14 @@ def test_a_tap_keeps_copies_and_drops_the_oldest_when_the_follower_is_behind():
     first = tap.take(0.0)
     assert first is not None and first[0] == 12 and np.all(first[1] == 12)  # a copy
     assert tap.take(0.0)[0] == 16 and tap.take(0.01) is None
-    tap.close()
     tap.offer(20, block)
+    tap.close()  # the acquisition ended: what is kept can still be taken
+    assert tap.take(0.0)[0] == 20 and tap.take(0.0) is None
+    tap.offer(24, block)
     assert tap.take(0.0) is None and tap.dropped == 4
+    tap = BlockTap()
+    tap.offer(0, block)
+    tap.close(discard=True)  # the follower stopped: the copies are let go
+    assert tap.take(0.0) is None
     with pytest.raises(ValueError):
         BlockTap(max_blocks=0)
