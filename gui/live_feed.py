@@ -79,7 +79,7 @@ class LiveFeed:
         self.consumed = 0
         """Serial of the last frame the window drew (it sets it)."""
         self.pace = True
-        """Make a frame only once the previous one was drawn (False: one per block)."""
+        """Make a frame only once the previous one was drawn (False: one per poll with new rows)."""
         self.next_draw_at = 0.0
         """When the window will draw next (time.perf_counter(); the window sets it): a
         paced frame is made just before, so it holds the newest data it can."""

@@ -802,7 +802,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._status_at = t0
             status = acq.status()
             pressure = self._note_pressure(recording_pressure(status, self.pressure))
-            if self.feed.spikes is not None:  # the whole-array read-back yields too
+            if self.feed.spikes is not None:  # the whole-array spike detection yields too
                 self.feed.spikes.hold = pressure > 0
             self.recording_panel.show_status(status, acq.path)
             if status.state in ("stopped", "failed") and self.recording_panel.stop.isEnabled():

@@ -152,7 +152,7 @@ class EnvelopeItem(pg.GraphicsObject):
     the spot."""
 
     _rendered = QtCore.Signal(object)
-    """(generation, key, pixels) from the render thread."""
+    """(generation, key, pixels, tag) from the render thread."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,9 +170,8 @@ class EnvelopeItem(pg.GraphicsObject):
         self._qimage: QtGui.QImage | None = None
         self._rendering = False
         self._again = False
+        self._image_tag: object = None
         self._rendered.connect(self._install)
-        self.renders = 0
-        """Images rendered so far (a paint with nothing new reuses the last)."""
         self.painted_tag: object = None
         """The ``tag`` of the data in the last image painted."""
         self.frames_painted = 0
@@ -282,9 +281,6 @@ class EnvelopeItem(pg.GraphicsObject):
         self._image_key = key
         self._image_generation = generation
         self._image_tag = tag
-        self.renders += 1
-
-    _image_tag: object = None
 
     def paint(self, painter: QtGui.QPainter, *args: object) -> None:
         try:  # an exception escaping a paint called from Qt can take the process down

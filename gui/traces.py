@@ -240,8 +240,6 @@ class LiveTraces(QtWidgets.QWidget):
         """Set by the window: read the file for (channels, t0_s, t1_s, n_bins) off-thread."""
         self.frozen_end_s = 0.0
         self.shown_serial = -1
-        self.shown_snapshot: Snapshot | None = None
-        """The snapshot on screen (the bench checks what is drawn)."""
         self._debounce = QtCore.QTimer(self, singleShot=True, interval=150)
         self._debounce.timeout.connect(self._request_scroll_back)
         self.plot.getViewBox().sigXRangeChanged.connect(self._x_moved)
@@ -283,7 +281,6 @@ class LiveTraces(QtWidgets.QWidget):
         )
         self.frozen_end_s = end_s
         self.shown_serial = serial
-        self.shown_snapshot = snap
         self.info.setText(
             f"{len(chans)} channels, {len(t)} bins of {bin_s * 1e3:.2f} ms, up to t = {end_s:.2f} s"
         )
