@@ -19,10 +19,10 @@ int16 codes — is extracted three ways, side by side, in one run:
   read once, at the STREAM-like copy bandwidth (two threads, arrays far larger than the
   caches); and every accumulator update of the all-pairs kernel (read a prefix-sum row,
   read-modify-write an accumulator row, 64 floats) at the rate of the same update on
-  cache-resident data; and every prefix-sum read of the candidate stage (valid triggers ×
-  (1 + surrogates) × boundaries per candidate pair) at the rate of the same kernel on
-  cache-resident data. Floor time = DRAM bytes / copy bandwidth + updates / update rate +
-  reads / read rate.
+  cache-resident data; and every trigger evaluation of the candidate stage (usable
+  triggers × (1 + surrogates) per candidate pair) at the rate of the same kernel, with the
+  run's mix of pairs per post unit and triggers per second, on cache-resident data. Floor
+  time = DRAM bytes / copy bandwidth + updates / update rate + evaluations / their rate.
 
 **Accuracy** (``--culture S``): S seconds of the emulated culture (default preset),
 generated while it is extracted, scored against its ground truth; ``--figures DIR``
@@ -221,33 +221,39 @@ def update_rate(repeats: int = 5) -> float:
     return n_spikes * n_blocks * width * bnd.size / float(np.median(times))
 
 
-def pair_read_rate(repeats: int = 3) -> float:
-    """Prefix-sum reads per s of the candidate stage's own kernel
-    (:func:`averaging.pair_statistics`: default boundaries, windows and surrogates) on data
-    that sits in L1/L2 — one short trace per post unit, two post units per thread, 64
-    candidate pairs each — so the measured rate has no cache misses."""
+def pair_evaluation_rate(per_post: int, triggers_per_s: float, repeats: int = 3) -> float:
+    """Trigger evaluations per s of the candidate stage's own kernel
+    (:func:`averaging.pair_statistics`: default boundaries, windows, surrogates and segment)
+    with the run's own mix — ``per_post`` candidate pairs per post unit, presynaptic
+    triggers at ``triggers_per_s`` — on traces one segment long (4.1 s), two post units per
+    thread: everything it reads sits in L1/L2, so the measured rate has no cache misses."""
     params = load_params()
     bnd = np.asarray(params.boundaries(), dtype=np.int64)
     windows = np.asarray(params.windows(), dtype=np.int64)
-    n_post, n_pre, per, length = 2 * numba.get_num_threads(), 64, 400, 4000
+    length = averaging._PAIR_SEGMENT
+    n_post = 2 * numba.get_num_threads()
+    per = max(1, round(triggers_per_s * length / params.decimated_rate_hz))
     rng = np.random.default_rng(0)
-    q = np.cumsum(rng.standard_normal((n_post, length + 1)), axis=1)
-    valid = np.ones((n_post, length), dtype=bool)
-    event = np.zeros((n_post, length), dtype=bool)
-    ok = np.ones(length, dtype=bool)
-    trig_t = np.sort(rng.integers(100, length - 100, (n_pre, per)), axis=1).ravel()
-    trig_ptr = np.arange(n_pre + 1, dtype=np.int64) * per
-    pairs = np.tile(np.arange(n_pre, dtype=np.int64), n_post)
-    post_ptr = np.arange(n_post + 1, dtype=np.int64) * n_pre
+    x = rng.standard_normal((n_post, length)).astype(np.float32)
+    flags = np.full((n_post, length), averaging.OK | averaging.TESTED, dtype=np.uint8)
+    j_max = params.dec(params.jitter_s)
+    reach = j_max + int(max(-bnd[0], bnd[-1]))
+    trig_t = np.sort(rng.integers(reach, length - reach, (per_post, per)), axis=1).ravel()
+    trig_ptr = np.arange(per_post + 1, dtype=np.int64) * per
+    pairs = np.tile(np.arange(per_post, dtype=np.int64), n_post)
+    post_ptr = np.arange(n_post + 1, dtype=np.int64) * per_post
+    jitters = averaging.jitter_table(
+        params.seed, trig_ptr, np.arange(per_post), params.n_surrogates,
+        params.dec(params.jitter_min_s), j_max,
+    )  # fmt: skip
     k, r = pairs.size, windows.shape[0]
     outs = (np.zeros((k, r)), np.zeros((k, r)), np.zeros(k, dtype=np.int64),
             np.zeros((k, r)), np.zeros((k, r)), np.zeros((k, 3)))  # fmt: skip
-    jitter = (params.dec(params.jitter_min_s), params.dec(params.jitter_s))
 
     def run() -> None:
         averaging.pair_statistics(
-            q, valid, event, ok, post_ptr, pairs, trig_ptr, trig_t, bnd, windows,
-            params.n_surrogates, params.seed, *jitter, *outs,
+            x, flags, post_ptr, pairs, trig_ptr, trig_t, bnd, windows, jitters,
+            j_max, *outs,
         )  # fmt: skip
 
     run()
@@ -256,7 +262,7 @@ def pair_read_rate(repeats: int = 3) -> float:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    return k * per * (1 + params.n_surrogates) * bnd.size / float(np.median(times))
+    return k * per * (1 + params.n_surrogates) / float(np.median(times))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -279,7 +285,6 @@ def speed(channels: int, seconds: float, naive_pairs: int) -> None:
     extract(small, params, progress=False)
     bw = copy_bandwidth()
     rate = update_rate()
-    read_rate = pair_read_rate()
     t = time.perf_counter()
     result = extract(rec, params, progress=True)
     ours = time.perf_counter() - t
@@ -291,19 +296,23 @@ def speed(channels: int, seconds: float, naive_pairs: int) -> None:
     n_dec = rec.n_samples // q
     dram = rec.n_samples * channels * 2 + 2 * channels * n_dec * 4
     updates = result.work["screen_updates"]
-    reads = result.work["pair_reads"]
+    evaluations = result.work["pair_evaluations"]
+    n_post = max(1, int(np.unique(result.candidates["post"]).size))
+    eval_rate = pair_evaluation_rate(
+        max(1, round(result.n_candidates / n_post)), n_spikes / channels / seconds
+    )
     floor_dram = dram / bw
     floor_cache = updates / rate
-    floor_pairs = reads / read_rate
+    floor_pairs = evaluations / eval_rate
     floor = floor_dram + floor_cache + floor_pairs
     w = result.work
     print()
     print(f"copy bandwidth (2 threads, STREAM-like): {bw / 1e9:.1f} GB/s; "
           f"accumulator updates in cache: {rate / 1e9:.2f} G/s; "
-          f"candidate prefix-sum reads in cache: {read_rate / 1e9:.2f} G/s")  # fmt: skip
+          f"candidate trigger evaluations in cache: {eval_rate / 1e6:.0f} M/s")  # fmt: skip
     print(
         f"floor = {dram / 1e9:.2f} GB / {bw / 1e9:.1f} GB/s + {updates:.3g} updates / "
-        f"{rate / 1e9:.2f} G/s + {reads:.3g} reads / {read_rate / 1e9:.2f} G/s = "
+        f"{rate / 1e9:.2f} G/s + {evaluations:.3g} evaluations / {eval_rate / 1e6:.0f} M/s = "
         f"{floor_dram:.2f} + {floor_cache:.2f} + {floor_pairs:.2f} = {floor:.2f} s"
     )
     print(f"naive: {t_pair * 1e3:.2f} ms per pair (timed on {n_timed} pairs, dense ±20 ms at "

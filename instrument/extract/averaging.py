@@ -42,6 +42,15 @@ TIME_WINDOW = 1000
 _PAIR_SEGMENT = 4096
 """Decimated samples per time segment of the candidate-pair kernels (cache-sized)."""
 
+OK = 1
+"""Flag bit: a trigger at this sample is usable at all (``Triggers.ok``)."""
+EVENT = 2
+"""Flag bit: the post unit fires in the response window after this sample."""
+TESTED = 4
+"""Flag bit: a trigger here counts for the test (no post spike in what the test reads)."""
+VALID = 8
+"""Flag bit: a trigger here counts for the average (no post spike near it)."""
+
 
 @numba.njit(cache=True, parallel=True)
 def prefix_blocks(x: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
@@ -140,40 +149,95 @@ def jitter(seed: int, unit: int, surrogate: int, spike: int, j_min: int, j_max: 
     return j_min + k if k < j_max - j_min + 1 else -(j_min + k - (j_max - j_min + 1))
 
 
+def jitter_table(
+    seed: int, trig_ptr: np.ndarray, units: np.ndarray, n_surrogates: int, j_min: int, j_max: int
+) -> np.ndarray:
+    """(triggers, n_surrogates) int16: :func:`jitter` of every trigger of ``units`` in every
+    surrogate (rows of other units 0): the same surrogate trains whichever post unit asks."""
+    if j_max > np.iinfo(np.int16).max:
+        raise ValueError(f"jitter of {j_max} decimated samples does not fit the table")
+    out = np.zeros((int(trig_ptr[-1]), n_surrogates), dtype=np.int16)
+    _fill_jitters(seed, trig_ptr, np.asarray(units, dtype=np.int64), j_min, j_max, out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _fill_jitters(
+    seed: int, trig_ptr: np.ndarray, units: np.ndarray, j_min: int, j_max: int, out: np.ndarray
+) -> None:
+    for k in numba.prange(units.size):
+        u = units[k]
+        first = trig_ptr[u]
+        for i in range(first, trig_ptr[u + 1]):
+            for s in range(out.shape[1]):
+                out[i, s] = jitter(seed, u, s, i - first, j_min, j_max)
+
+
 @numba.njit(cache=True)
-def _features(
+def _feature_rows(
     qrow: np.ndarray,
-    t: int,
+    lo: int,
+    hi: int,
     bnd: np.ndarray,
     windows: np.ndarray,
     inv_width: np.ndarray,
-    vals: np.ndarray,
-    f: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """f[r] = mean over response window r − mean over the baseline, at trigger ``t``
-    (``inv_width[r + 1]`` = 1 / window width, ``inv_width[0]`` for the baseline)."""
-    for m in range(bnd.size):
-        vals[m] = qrow[t + bnd[m]]
-    base = (vals[1] - vals[0]) * inv_width[0]
-    for r in range(f.size):
-        f[r] = (vals[windows[r, 1]] - vals[windows[r, 0]]) * inv_width[r + 1] - base
+    """``out[t − lo, r]`` for t in [lo, hi): mean over response window r − mean over the
+    baseline at trigger t, from the prefix sums ``qrow`` (``inv_width[r + 1]`` = 1 / window
+    width, ``inv_width[0]`` for the baseline); rows whose windows leave ``qrow`` are 0."""
+    n_bins = windows.shape[0]
+    first = max(lo, -bnd[0])
+    last = min(hi, qrow.size - bnd[-1])
+    out[: max(first - lo, 0)] = 0.0
+    out[max(last - lo, 0) : hi - lo] = 0.0
+    a = np.empty(n_bins, dtype=np.int64)
+    b = np.empty(n_bins, dtype=np.int64)
+    for r in range(n_bins):
+        a[r] = bnd[windows[r, 0]]
+        b[r] = bnd[windows[r, 1]]
+    b0 = bnd[0]
+    b1 = bnd[1]
+    w0 = inv_width[0]
+    for t in range(first, last):
+        f = out[t - lo]
+        base = (qrow[t + b1] - qrow[t + b0]) * w0
+        for r in range(n_bins):
+            f[r] = (qrow[t + b[r]] - qrow[t + a[r]]) * inv_width[r + 1] - base
+
+
+@numba.njit(cache=True)
+def _prefix_row(row: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (T + 1,) float64: prefix sums of ``row`` (T,) minus its mean, NaN counted as 0
+    (sequential sums: the same bits wherever it runs)."""
+    total = 0.0
+    count = 0
+    for t in range(row.size):
+        v = np.float64(row[t])
+        if v == v:
+            total += v
+            count += 1
+    mean = total / count if count > 0 else 0.0
+    s = 0.0
+    out[0] = 0.0
+    for t in range(row.size):
+        v = np.float64(row[t])
+        if v == v:
+            s += v - mean
+        out[t + 1] = s
 
 
 @numba.njit(cache=True, parallel=True)
 def pair_statistics(
-    q: np.ndarray,
-    valid: np.ndarray,
-    event: np.ndarray,
-    ok: np.ndarray,
+    x: np.ndarray,
+    flags: np.ndarray,
     post_ptr: np.ndarray,
     pair_pre: np.ndarray,
     trig_ptr: np.ndarray,
     trig_t: np.ndarray,
     bnd: np.ndarray,
     windows: np.ndarray,
-    n_surrogates: int,
-    seed: int,
-    j_min: int,
+    jitters: np.ndarray,
     j_max: int,
     out_mean: np.ndarray,
     out_sd: np.ndarray,
@@ -185,27 +249,30 @@ def pair_statistics(
     """Per candidate pair: response statistics and their jittered-surrogate null.
 
     Post unit p's candidate pairs are ``post_ptr[p]`` … ``post_ptr[p + 1]`` (pre units
-    ``pair_pre``). ``q`` (P, T + 1) float64 prefix sums of the post units' traces;
-    ``valid`` (P, T) bool: a trigger at t counts for post unit p (no spike of p nearby, not
-    in a burst or gap); ``event`` (P, T) bool: p fires in the response window after t;
-    ``ok`` (T,) bool: any trigger at t is usable. Triggers of pre unit u are
-    ``trig_t[trig_ptr[u]:trig_ptr[u+1]]`` (decimated samples, sorted). For pair k:
+    ``pair_pre``). ``x`` (P, T) the post units' tested traces (NaN = no data); ``flags``
+    (P, T) their :func:`unit_flags` (:data:`OK`: any trigger at t is usable; :data:`TESTED`:
+    a trigger at t counts for post unit p; :data:`EVENT`: p fires in the response window
+    after t). Triggers of pre unit u are ``trig_t[trig_ptr[u]:trig_ptr[u+1]]`` (decimated
+    samples, sorted); ``jitters[i, s]`` shifts trigger i in surrogate s
+    (:func:`jitter_table`, within ±``j_max``). For pair k:
 
-    - ``out_mean[k, r]``, ``out_sd[k, r]``: mean and SD over valid triggers of the
+    - ``out_mean[k, r]``, ``out_sd[k, r]``: mean and SD over tested triggers of the
       response in window r (``windows[r]``: boundary indices; window mean − baseline
       mean), ``out_n[k]`` their number;
-    - ``out_null_mean``, ``out_null_sd``: mean and SD of the same mean response over
-      ``n_surrogates`` surrogate trains (every usable trigger jittered by ±[j_min, j_max],
-      the jittered triggers validated exactly like real ones);
+    - ``out_null_mean``, ``out_null_sd``: mean and SD of the same mean response over the
+      surrogate trains (every usable trigger jittered, the jittered triggers validated
+      exactly like real ones);
     - ``out_event[k] = (P_obs, P_null, n)``: fraction of usable triggers followed by a post
       spike in the response window, observed and in the surrogates, and their number.
 
-    Each post unit's pairs advance through time together, segment by segment, so every
-    read falls in a short stretch of that unit's arrays (cache-resident).
+    Each post unit's trace becomes prefix sums once (window means are differences of two
+    of them); its pairs then advance through time together, segment by segment: the
+    responses at every sample of a segment (and ``j_max`` around it) are computed once into
+    a cache-resident table, and each trigger, real or jittered, reads one row of it.
     """
     n_bins = windows.shape[0]
-    n_post, T = valid.shape
-    n_s = n_surrogates
+    n_post, T = x.shape
+    n_s = jitters.shape[1]
     inv_width = np.empty(n_bins + 1)
     inv_width[0] = 1.0 / (bnd[1] - bnd[0])
     for r in range(n_bins):
@@ -217,11 +284,10 @@ def pair_statistics(
         n_k = post_ptr[p + 1] - k0
         if n_k == 0:
             continue
-        qrow = q[p]
-        vrow = valid[p]
-        erow = event[p]
-        f = np.empty(n_bins)
-        vals = np.empty(bnd.size)
+        qrow = np.empty(T + 1)
+        _prefix_row(x[p], qrow)
+        frow = flags[p]
+        table = np.empty((_PAIR_SEGMENT + 2 * j_max, n_bins))
         s1 = np.zeros((n_k, n_bins))
         s2 = np.zeros((n_k, n_bins))
         n = np.zeros(n_k, dtype=np.int64)
@@ -236,33 +302,38 @@ def pair_statistics(
             cursor[kk] = trig_ptr[pair_pre[k0 + kk]]
         for seg in range(0, T, _PAIR_SEGMENT):
             seg_end = seg + _PAIR_SEGMENT
+            t_lo = seg - j_max
+            _feature_rows(
+                qrow, max(t_lo, 0), min(seg_end + j_max, T), bnd, windows, inv_width,
+                table[max(t_lo, 0) - t_lo :],
+            )  # fmt: skip
             for kk in range(n_k):
-                u = pair_pre[k0 + kk]
-                first = trig_ptr[u]
-                end = trig_ptr[u + 1]
+                end = trig_ptr[pair_pre[k0 + kk] + 1]
                 i = cursor[kk]
                 while i < end and trig_t[i] < seg_end:
                     t0 = trig_t[i]
-                    if t0 >= lo_reach and t0 < T - hi_reach and ok[t0]:
+                    fl = frow[t0] if t0 >= lo_reach and t0 < T - hi_reach else 0
+                    if fl & OK:
                         n_ok[kk] += 1
-                        if erow[t0]:
-                            n_ev[kk] += 1
-                        if vrow[t0]:
-                            _features(qrow, t0, bnd, windows, inv_width, vals, f)
+                        n_ev[kk] += (fl & EVENT) != 0
+                        if fl & TESTED:
+                            f = table[t0 - t_lo]
                             for r in range(n_bins):
                                 s1[kk, r] += f[r]
                                 s2[kk, r] += f[r] * f[r]
                             n[kk] += 1
+                        jit = jitters[i]
                         for s in range(n_s):
-                            t = t0 + jitter(seed, u, s, i - first, j_min, j_max)
-                            if ok[t]:
+                            t = t0 + jit[s]
+                            fl = frow[t]
+                            if fl & OK:
                                 s_ok[kk, s] += 1
-                                if erow[t]:
-                                    s_ev[kk, s] += 1
-                            if vrow[t]:
-                                _features(qrow, t, bnd, windows, inv_width, vals, f)
+                                s_ev[kk, s] += (fl & EVENT) != 0
+                            if fl & TESTED:
+                                f = table[t - t_lo]
+                                acc = ss[kk, s]
                                 for r in range(n_bins):
-                                    ss[kk, s, r] += f[r]
+                                    acc[r] += f[r]
                                 s_n[kk, s] += 1
                     i += 1
                 cursor[kk] = i
@@ -293,10 +364,60 @@ def pair_statistics(
             out_event[k, 2] = n_ok[kk]
 
 
+@numba.njit(cache=True)
+def _clear(row: np.ndarray, spikes: np.ndarray, before: int, after: int, keep: np.uint8) -> None:
+    """``row[s − before : s + after + 1] &= keep`` for every spike s (clipped to the row)."""
+    n = row.size
+    for s in spikes:
+        for t in range(max(0, s - before), min(n, s + after + 1)):
+            row[t] &= keep
+
+
+@numba.njit(cache=True)
+def _set(row: np.ndarray, spikes: np.ndarray, before: int, after: int, bit: np.uint8) -> None:
+    """``row[s − before : s + after + 1] |= bit`` for every spike s (clipped to the row)."""
+    n = row.size
+    for s in spikes:
+        for t in range(max(0, s - before), min(n, s + after + 1)):
+            row[t] |= bit
+
+
+@numba.njit(cache=True, parallel=True)
+def unit_flags(
+    n_dec: int,
+    posts: np.ndarray,
+    spike_ptr: np.ndarray,
+    spike_sample: np.ndarray,
+    q: int,
+    ok: np.ndarray,
+    before: int,
+    after: int,
+    test_after: int,
+    ev_lo: int,
+    ev_hi: int,
+    out: np.ndarray,
+) -> None:
+    """``out[i, t]`` (uint8): the flag bits of post unit ``posts[i]`` at decimated sample t
+    (its spikes ``spike_sample[spike_ptr[u]:spike_ptr[u+1]]`` in raw samples, ``q`` raw per
+    decimated): :data:`OK` = ``ok[t]``; :data:`VALID` = OK and no post spike from
+    ``before`` samples before t to ``after`` after it; :data:`TESTED` the same with
+    ``test_after``; :data:`EVENT` = a post spike from ``ev_lo`` to ``ev_hi − 1`` after t.
+    """
+    for i in numba.prange(posts.size):
+        u = posts[i]
+        spikes = spike_sample[spike_ptr[u] : spike_ptr[u + 1]] // q
+        row = out[i]
+        for t in range(n_dec):
+            row[t] = OK | VALID | TESTED if ok[t] else 0
+        _clear(row, spikes, after, before, ~np.uint8(VALID))
+        _clear(row, spikes, test_after, before, ~np.uint8(TESTED))
+        _set(row, spikes, ev_hi - 1, -ev_lo, np.uint8(EVENT))
+
+
 @numba.njit(cache=True, parallel=True)
 def average_traces(
     x: np.ndarray,
-    valid: np.ndarray,
+    flags: np.ndarray,
     gain: np.ndarray,
     gain_step: int,
     post_ptr: np.ndarray,
@@ -311,17 +432,17 @@ def average_traces(
     out_gain: np.ndarray,
 ) -> None:
     """``out[k, l]``: mean of the post trace at ``t + first + l`` over the valid triggers t of
-    pair k (the triggers :func:`pair_statistics` uses, skipping any that touch NaN);
+    pair k (the triggers whose ``flags`` have :data:`VALID`, skipping any that touch NaN);
     ``out_gain[k]``: the post electrode's gain (``gain[p, t // gain_step]``) averaged over
     the same triggers. Pairs are grouped by post unit as in :func:`pair_statistics`."""
-    n_post, T = valid.shape
+    n_post, T = flags.shape
     for p in numba.prange(n_post):
         k0 = post_ptr[p]
         n_k = post_ptr[p + 1] - k0
         if n_k == 0:
             continue
         row = x[p]
-        vrow = valid[p]
+        frow = flags[p]
         acc = np.zeros((n_k, n_lags))
         g_acc = np.zeros(n_k)
         n = np.zeros(n_k, dtype=np.int64)
@@ -336,7 +457,7 @@ def average_traces(
                 while i < end and trig_t[i] < seg_end:
                     t = trig_t[i]
                     i += 1
-                    if t < lo_reach or t >= T - hi_reach or not vrow[t]:
+                    if t < lo_reach or t >= T - hi_reach or not frow[t] & VALID:
                         continue
                     good = True
                     for lag in range(n_lags):
@@ -360,11 +481,11 @@ def average_traces(
 
 @numba.njit(cache=True, parallel=True)
 def trace_sd(
-    x: np.ndarray, valid: np.ndarray, bnd: np.ndarray, stride: int, out: np.ndarray
+    x: np.ndarray, flags: np.ndarray, bnd: np.ndarray, stride: int, out: np.ndarray
 ) -> None:
     """``out[p]``: robust single-trial SD of ``x[p, t + lag]`` minus the baseline mean at
     t (boundaries 0, 1), median over lags from ``bnd[2]`` to ``bnd[-1]``, over every
-    ``stride``-th valid t of post p (NaN with fewer than 10)."""
+    ``stride``-th t of post p whose ``flags`` have :data:`VALID` (NaN with fewer than 10)."""
     n_post, T = x.shape
     lo = bnd[0]
     hi = bnd[-1]
@@ -375,7 +496,7 @@ def trace_sd(
         m = 0
         count = 0
         for t in range(max(0, -lo), T - hi):
-            if valid[p, t]:
+            if flags[p, t] & VALID:
                 if count % stride == 0:
                     ts[m] = t
                     m += 1

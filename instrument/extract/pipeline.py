@@ -248,47 +248,26 @@ class GroupResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     n_updates: int = 0
     """Accumulator updates of the all-pairs kernel (spikes × post units × boundaries)."""
-    n_pair_reads: int = 0
-    """Prefix-sum reads of the candidates' statistics (valid triggers × (1 + surrogates) ×
-    boundaries, summed over candidate pairs): the least work of that stage."""
+    n_pair_evaluations: int = 0
+    """Triggers the candidates' statistics evaluate (usable triggers × (1 + surrogates),
+    summed over candidate pairs): the least work of that stage."""
 
 
-def _unit_masks(
-    x: np.ndarray, inp: GroupInput, test_after: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Float64 prefix sums of ``x``; trigger-valid masks for the averages (no post spike
-    from ``exclude_before_s`` before to ``exclude_after_s`` after) and for the test (…to
-    ``test_after`` decimated samples after); response-window spike masks of the posts."""
+def unit_flags(n_dec: int, inp: GroupInput, test_after: int) -> np.ndarray:
+    """(len(posts), n_dec) uint8 :func:`averaging.unit_flags` of the group's post units:
+    :data:`averaging.VALID` for the averages (no post spike from ``exclude_before_s``
+    before to ``exclude_after_s`` after), :data:`averaging.TESTED` for the test (…to
+    ``test_after`` decimated samples after), :data:`averaging.EVENT` (a post spike in the
+    response window) and :data:`averaging.OK`."""
     params = inp.params
-    n_post, n_dec = x.shape
-    q64 = np.zeros((n_post, n_dec + 1))
-    valid = np.empty((n_post, n_dec), dtype=bool)
-    valid_test = np.empty((n_post, n_dec), dtype=bool)
-    event = np.zeros((n_post, n_dec), dtype=bool)
-    eb = params.dec(params.exclude_before_s)
-    ea = params.dec(params.exclude_after_s)
-    ev_lo = params.dec(params.response_edges_s[0])
-    ev_hi = params.dec(params.response_edges_s[-1])
-
-    def free(s: np.ndarray, after: int) -> np.ndarray:
-        near = np.zeros(n_dec + 1, dtype=np.int32)
-        np.add.at(near, np.clip(s - after, 0, n_dec), 1)
-        np.add.at(near, np.clip(s + eb + 1, 0, n_dec), -1)
-        return inp.triggers.ok & (np.cumsum(near[:n_dec]) == 0)
-
-    for i, u in enumerate(inp.posts):
-        row = x[i].astype(np.float64)
-        finite = np.isfinite(row)
-        mean = float(row[finite].mean()) if finite.any() else 0.0
-        np.cumsum(np.where(finite, row - mean, 0.0), out=q64[i, 1:])
-        s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
-        valid[i] = free(s, ea)
-        valid_test[i] = valid[i] if test_after == ea else free(s, test_after)
-        ev = np.zeros(n_dec + 1, dtype=np.int32)
-        np.add.at(ev, np.clip(s - ev_hi + 1, 0, n_dec), 1)
-        np.add.at(ev, np.clip(s - ev_lo + 1, 0, n_dec), -1)
-        event[i] = np.cumsum(ev[:n_dec]) > 0
-    return q64, valid, valid_test, event
+    out = np.empty((inp.posts.size, n_dec), dtype=np.uint8)
+    averaging.unit_flags(
+        n_dec, inp.posts.astype(np.int64), inp.spike_ptr.astype(np.int64),
+        inp.spike_sample.astype(np.int64), inp.q, inp.triggers.ok,
+        params.dec(params.exclude_before_s), params.dec(params.exclude_after_s), test_after,
+        params.dec(params.response_edges_s[0]), params.dec(params.response_edges_s[-1]), out,
+    )  # fmt: skip
+    return out
 
 
 def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
@@ -330,7 +309,7 @@ def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarr
     return out
 
 
-def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> np.ndarray:
+def trace_noise(x: np.ndarray, flags: np.ndarray, params: ExtractionParams) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
     response window (robust, median over lags), V: divided by √triggers it is the noise of
     a spike-triggered average of that trace."""
@@ -338,7 +317,7 @@ def trace_noise(x: np.ndarray, valid: np.ndarray, params: ExtractionParams) -> n
     first, last = params.response_edges_s[0], params.response_edges_s[-1]
     times = (params.baseline_start_s, params.baseline_end_s, first, last)
     bnd = np.array([params.dec(t) for t in times], dtype=np.int64)
-    averaging.trace_sd(x, valid, bnd, NOISE_STRIDE, out)
+    averaging.trace_sd(x, flags, bnd, NOISE_STRIDE, out)
     return out
 
 
@@ -410,7 +389,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         tested, test_after = x_screen, min(int(bnd[-1]), params.dec(params.exclude_after_s))
     else:
         tested, test_after = x, params.dec(params.exclude_after_s)
-    q64, valid, valid_test, event = _unit_masks(tested, inp, test_after)
+    flags = unit_flags(n_dec, inp, test_after)
     k = c_pre.size
     mean = np.zeros((k, n_bins))
     sd = np.zeros((k, n_bins))
@@ -421,10 +400,14 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     pre_units = pres[c_pre]
     post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
+        j_max = params.dec(params.jitter_s)
+        jitters = averaging.jitter_table(
+            params.seed, trig.ptr, np.unique(pre_units), params.n_surrogates,
+            params.dec(params.jitter_min_s), j_max,
+        )  # fmt: skip
         averaging.pair_statistics(
-            q64, valid_test, event, trig.ok, post_ptr, pre_units.astype(np.int64),
-            trig.ptr, trig.t, bnd, windows, params.n_surrogates, params.seed,
-            params.dec(params.jitter_min_s), params.dec(params.jitter_s),
+            tested, flags, post_ptr, pre_units.astype(np.int64),
+            trig.ptr, trig.t, bnd, windows, jitters, j_max,
             mean, sd, n, null_mean, null_sd, ev,
         )  # fmt: skip
     window = max(1, round(params.merge_window_s * inp.sample_rate_hz))
@@ -449,19 +432,19 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         hi_reach = max(first + n_lags, int(bnd[-1])) + params.dec(params.jitter_s)
         keep_ptr = np.searchsorted(c_post[keep], np.arange(n_post + 1)).astype(np.int64)
         averaging.average_traces(
-            x, valid, inp.gain, inp.chunk_dec, keep_ptr, pre_units[keep].astype(np.int64),
+            x, flags, inp.gain, inp.chunk_dec, keep_ptr, pre_units[keep].astype(np.int64),
             trig.ptr, trig.t, first, n_lags, lo_reach, hi_reach, out, out_gain,
         )  # fmt: skip
         traces[keep] = out
         tgain[keep] = out_gain
-    noise = trace_noise(x, valid, params)
+    noise = trace_noise(x, flags, params)
     timings["averages_s"] = time.perf_counter() - clock
     return GroupResult(
         posts=inp.posts,
         trace_sd_v=noise,
         timings_s=timings,
         n_updates=n_updates,
-        n_pair_reads=int(n.sum()) * (1 + params.n_surrogates) * int(bnd.size),
+        n_pair_evaluations=int(ev[:, 2].sum()) * (1 + params.n_surrogates),
         mean_gain=inp.gain.mean(axis=1) if inp.gain.size else np.zeros(n_post),
         n_tested=n_tested,
         pre=pre_units.astype(np.int64),
@@ -564,7 +547,7 @@ class ExtractionResult:
     work: dict[str, float] = field(default_factory=dict)
     """Per-stage time summed over groups (``screen_kernel_s``, ``screen_s``,
     ``surrogates_s``, ``averages_s``), the all-pairs kernel's ``screen_updates`` and the
-    candidate stage's ``pair_reads``."""
+    candidate stage's ``pair_evaluations``."""
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
     """Every candidate pair of the screen: ``pre``, ``post`` (units), ``screen_z``, ``p``."""
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -667,7 +650,7 @@ def assemble(
     lags = (np.arange(traces.shape[1]) + first) / params.decimated_rate_hz
     work: dict[str, float] = {
         "screen_updates": float(sum(g.n_updates for g in groups)),
-        "pair_reads": float(sum(g.n_pair_reads for g in groups)),
+        "pair_evaluations": float(sum(g.n_pair_evaluations for g in groups)),
     }
     for g in groups:
         for key, value in g.timings_s.items():

@@ -12,7 +12,7 @@ from instrument.extract.params import load_params
 from instrument.extract.pipeline import (
     GroupInput,
     Triggers,
-    _unit_masks,
+    unit_flags,
     extract,
     weight_trials,
 )
@@ -129,7 +129,9 @@ def test_the_whitened_test_keeps_trials_whose_post_spike_comes_after_what_it_rea
         sample_rate_hz=10_000.0, gain=np.ones((1, 1)), chunk_dec=n_dec,
     )  # fmt: skip
     reach = params.boundaries()[-1]  # the test reads up to 7 ms after the trigger
-    _, valid, valid_test, _ = _unit_masks(np.zeros((1, n_dec), np.float32), inp, reach)
+    flags = unit_flags(n_dec, inp, reach)
+    valid = (flags & averaging.VALID) != 0
+    valid_test = (flags & averaging.TESTED) != 0
     after = params.dec(params.exclude_after_s)
     # the post unit fires at 200: a trigger 10 ms before it is out of the averages (the spike
     # would sit in them) but in the whitened test (it reads up to 7 ms)
