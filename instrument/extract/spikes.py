@@ -185,12 +185,19 @@ def _convert(
     for t in range(n):
         row = codes[t, c0 : c0 + _BLOCK]
         out = tile[t]
-        core = (t >= core_lo) & (t < core_hi)
+        lo = row[0]
+        hi = row[0]
         for j in range(_BLOCK):
             x = row[j]
             out[j] = np.float32(x) * g[j] + o[j]
-            n_rail[j] += ((x == 32767) | (x == -32767)) & core
-            n_fill[j] += x == -32768
+            lo = min(lo, x)
+            hi = max(hi, x)
+        if lo <= -32767 or hi >= 32767:  # rare: count rail and fill codes lane by lane
+            core = (t >= core_lo) & (t < core_hi)
+            for j in range(_BLOCK):
+                x = row[j]
+                n_rail[j] += ((x == 32767) | (x == -32767)) & core
+                n_fill[j] += x == -32768
 
 
 @numba.njit(cache=True)
@@ -391,7 +398,14 @@ def _finish_channel(
 
 
 def read_rows(traces: Any, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
-    """Rows [lo, hi) of ``traces`` into the start of ``out`` (no fresh allocation); the view."""
+    """Rows [lo, hi) of ``traces``: a view when ``traces`` is an in-memory array of ``out``'s
+    type (nothing to read), else read into the start of ``out`` (no fresh allocation)."""
+    if (
+        isinstance(traces, np.ndarray)
+        and traces.dtype == out.dtype
+        and traces.flags.c_contiguous
+    ):
+        return traces[lo:hi]
     view = out[: hi - lo]
     if hasattr(traces, "read_direct") and np.dtype(traces.dtype) == out.dtype:
         traces.read_direct(view, np.s_[lo:hi], np.s_[0 : hi - lo])
