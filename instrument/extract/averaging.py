@@ -62,31 +62,35 @@ def prefix_blocks(x: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
     """
     n_rows = x.shape[0]
     n_blocks = out.shape[0]
-    n = hi - lo
     for b in numba.prange(n_blocks):
-        for j in range(WIDTH):
-            r = b * WIDTH + j
-            q = out[b]
-            if r >= n_rows:
-                for k in range(n + 1):
-                    q[k, j] = 0.0
-                continue
-            row = x[r]
-            total = 0.0
-            count = 0
-            for t in range(lo, hi):
-                v = row[t]
+        q = out[b]
+        r0 = b * WIDTH
+        lanes = min(WIDTH, n_rows - r0)
+        # every lane's sums run in time order; time outermost, so each step writes one
+        # contiguous row of the block (and reads one cache line per trace every 16 steps)
+        total = np.zeros(WIDTH)
+        count = np.zeros(WIDTH, dtype=np.int64)
+        for t in range(lo, hi):
+            for j in range(lanes):
+                v = x[r0 + j, t]
                 if v == v:
-                    total += v
-                    count += 1
-            mean = total / count if count > 0 else 0.0
-            s = 0.0
-            q[0, j] = 0.0
-            for t in range(lo, hi):
-                v = row[t]
+                    total[j] += v
+                    count[j] += 1
+        mean = np.zeros(WIDTH)
+        for j in range(lanes):
+            if count[j] > 0:
+                mean[j] = total[j] / count[j]
+        s = np.zeros(WIDTH)
+        q[0, :] = 0.0
+        for t in range(lo, hi):
+            row = q[t - lo + 1]
+            for j in range(lanes):
+                v = x[r0 + j, t]
                 if v == v:
-                    s += v - mean
-                q[t - lo + 1, j] = s
+                    s[j] += v - mean[j]
+                row[j] = s[j]
+            for j in range(lanes, WIDTH):
+                row[j] = 0.0
 
 
 @numba.njit(cache=True)
@@ -570,23 +574,16 @@ def bridge(row: np.ndarray, spikes: np.ndarray, before: int, after: int) -> None
         i = j
 
 
-def whitened(x: np.ndarray, order: int, use: np.ndarray) -> np.ndarray:
-    """:func:`whiten` into a new array."""
-    out = np.empty_like(x)
-    whiten(x, order, use, out)
-    return out
-
-
 @numba.njit(cache=True, parallel=True)
 def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
     """``out[p]``: the one-step prediction error of ``x[p]`` under its own autoregressive
     model of ``order`` (Yule–Walker, Levinson–Durbin), fitted on the samples where ``use``
     (T,) holds; NaN where the prediction touches NaN. Slow membrane noise is mostly
     predictable from the last few samples, a PSP's onset is not: the error keeps the
-    PSP's onset and drops most of the noise."""
+    PSP's onset and drops most of the noise. ``out`` may be ``x`` (in place)."""
     n_rows, T = x.shape
     for p in numba.prange(n_rows):
-        row = x[p]
+        row = x[p].copy()
         total = 0.0
         count = 0
         for t in range(T):
@@ -595,14 +592,17 @@ def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
                 total += v
                 count += 1
         mean = total / count if count > 0 else 0.0
+        # autocovariance sums over pairs of usable samples (an unusable sample enters as 0,
+        # adding nothing to a sum taken in time order: no branch in the sums)
+        c = np.empty(T)
+        for t in range(T):
+            v = np.float64(row[t])
+            c[t] = v - mean if v == v and use[t] else 0.0
         r = np.zeros(order + 1)
         for k in range(order + 1):
             s = 0.0
             for t in range(k, T):
-                a = row[t]
-                b = row[t - k]
-                if a == a and b == b and use[t] and use[t - k]:
-                    s += (a - mean) * (b - mean)
+                s += c[t] * c[t - k]
             r[k] = s
         # Levinson–Durbin: prediction coefficients a[1..order]
         a = np.zeros(order + 1)
@@ -620,10 +620,8 @@ def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
                 a[j] = prev[j] - k * prev[m - j]
             err *= 1.0 - k * k
         o = out[p]
-        for t in range(T):
-            if t < order:
-                o[t] = np.nan
-                continue
+        o[: min(order, T)] = np.nan
+        for t in range(order, T):
             e = row[t] - mean
             for j in range(1, order + 1):
                 e -= a[j] * (row[t - j] - mean)
@@ -637,7 +635,7 @@ def weight_by_chunk(
     """``out[p, t] = e[p, t] · w[p, c]`` with c = t // chunk_dec (the last chunk takes the
     rest) and w = gain / mean square of ``e[p]`` over the chunk's samples where ``use``
     holds, normalised to a median of 1 over chunks (chunks with 10 or fewer such finite
-    samples take the median mean square)."""
+    samples take the median mean square). ``out`` may be ``e`` (in place)."""
     n_post, T = e.shape
     n_chunks = gain.shape[1]
     for p in numba.prange(n_post):

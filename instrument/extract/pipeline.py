@@ -197,6 +197,51 @@ def make_triggers(
 
 
 @dataclass
+class ScreenVisits:
+    """The usable triggers of every presynaptic unit, time segment by time segment, in the
+    all-pairs kernel's visiting order (:func:`averaging.visit_order`)."""
+
+    segment: int
+    """Decimated samples per segment (:data:`SEGMENT_S`)."""
+    starts: list[int]
+    """First decimated sample of each segment that has triggers."""
+    pre: list[np.ndarray]
+    """Per segment: index into ``pres`` of each trigger's unit (int64)."""
+    t: list[np.ndarray]
+    """Per segment: decimated sample of each trigger (int64)."""
+
+    @property
+    def n_spikes(self) -> int:
+        return int(sum(t.size for t in self.t))
+
+
+def screen_visits(
+    triggers: Triggers, pres: np.ndarray, n_dec: int, params: ExtractionParams
+) -> ScreenVisits:
+    """Sort the triggers of ``pres`` for the all-pairs kernel once, for every group."""
+    seg = max(params.dec(SEGMENT_S), 1)
+    n_units = len(triggers.ptr) - 1
+    pre_of_spike = np.repeat(np.arange(n_units), np.diff(triggers.ptr))
+    local = np.full(n_units, -1, dtype=np.int64)
+    local[pres] = np.arange(pres.size)
+    use = (local[pre_of_spike] >= 0) & (triggers.t < n_dec)
+    use &= triggers.ok[np.minimum(triggers.t, n_dec - 1)]
+    t_all = triggers.t[use]
+    pre_all = local[pre_of_spike[use]]
+    out = ScreenVisits(segment=seg, starts=[], pre=[], t=[])
+    for s0 in range(0, n_dec, seg):
+        sel = (t_all >= s0) & (t_all < s0 + seg)
+        if not sel.any():
+            continue
+        tt, pp = t_all[sel], pre_all[sel]
+        order = averaging.visit_order(pp, tt)
+        out.starts.append(s0)
+        out.pre.append(pp[order].astype(np.int64))
+        out.t.append(tt[order].astype(np.int64))
+    return out
+
+
+@dataclass
 class GroupInput:
     """What the analysis of a group of post units needs besides their traces."""
 
@@ -215,6 +260,8 @@ class GroupInput:
     """(len(posts), n_chunks) electrode gain of each post unit per chunk."""
     chunk_dec: int
     """Decimated samples per chunk (for ``gain``)."""
+    visits: ScreenVisits
+    """The all-pairs kernel's spikes in visiting order (the same for every group)."""
 
 
 @dataclass
@@ -288,7 +335,9 @@ GAIN_SMOOTH_CHUNKS = 15
 over minutes; one chunk's median spike height is noisy)."""
 
 
-def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarray) -> np.ndarray:
+def weight_trials(
+    e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """The prediction errors ``e`` (P, T) × gain / variance of the error, chunk by chunk.
 
     A trigger's PSP reaches the electrode × its gain (access decays over minutes) and the
@@ -296,7 +345,8 @@ def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarr
     optimal weight is gain / variance: the mean of the weighted errors is the best linear
     estimate of the PSP. ``gain`` (P, n_chunks) as in :class:`GroupInput` (averaged over
     :data:`GAIN_SMOOTH_CHUNKS`); the variance counts the samples where ``use`` (T,) holds;
-    the weights are normalised to a median of 1 per unit.
+    the weights are normalised to a median of 1 per unit. Into ``out`` (may be ``e``) or a
+    new array.
     """
     n_chunks = gain.shape[1]
     k = np.ones(min(GAIN_SMOOTH_CHUNKS, n_chunks))
@@ -304,7 +354,7 @@ def weight_trials(e: np.ndarray, gain: np.ndarray, chunk_dec: int, use: np.ndarr
     smooth = np.empty_like(gain)
     for i, g in enumerate(gain):
         smooth[i] = np.convolve(g, k, mode="same") / norm
-    out = np.empty_like(e)
+    out = np.empty_like(e) if out is None else out
     averaging.weight_by_chunk(e, smooth, chunk_dec, use, out)
     return out
 
@@ -342,37 +392,22 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     # ---- screen: boundary sums for every (pre, post), segment by segment
     n_blocks = max(1, math.ceil(n_post / averaging.WIDTH))
     acc = np.zeros((n_blocks, n_pre, bnd.size, averaging.WIDTH), dtype=np.float32)
+    visits = inp.visits
     halo = int(max(-bnd[0], bnd[-1])) + 1
-    seg = max(params.dec(SEGMENT_S), 1)
-    pre_of_spike = np.repeat(np.arange(len(trig.ptr) - 1), np.diff(trig.ptr))
-    local = np.full(len(trig.ptr) - 1, -1, dtype=np.int64)
-    local[pres] = np.arange(n_pre)
-    use = (local[pre_of_spike] >= 0) & trig.ok[np.minimum(trig.t, n_dec - 1)]
-    use &= trig.t < n_dec
-    t_all = trig.t[use]
-    pre_all = local[pre_of_spike[use]]
-    qb = np.empty((n_blocks, seg + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
+    qb = np.empty((n_blocks, visits.segment + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
     x_screen = _without_own_spikes(x, inp)
     if params.whiten_order > 0:
         # model and weigh the noise where the test reads it (not in bursts or gaps)
-        x_screen = averaging.whitened(x_screen, params.whiten_order, trig.ok)
-        x_screen = weight_trials(x_screen, inp.gain, inp.chunk_dec, trig.ok)
-    for s0 in range(0, n_dec, seg):
-        s1 = min(n_dec, s0 + seg)
+        averaging.whiten(x_screen, params.whiten_order, trig.ok, x_screen)
+        weight_trials(x_screen, inp.gain, inp.chunk_dec, trig.ok, x_screen)
+    for s0, pp, tt in zip(visits.starts, visits.pre, visits.t, strict=True):
         lo = max(0, s0 - halo)
-        hi = min(n_dec, s1 + halo)
-        sel = (t_all >= s0) & (t_all < s1)
-        if not sel.any():
-            continue
+        hi = min(n_dec, s0 + visits.segment + halo)
         view = qb[:, : hi - lo + 1]
         averaging.prefix_blocks(x_screen, lo, hi, view)
-        tt, pp = t_all[sel], pre_all[sel]
-        order = averaging.visit_order(pp, tt)
-        averaging.screen_kernel(
-            view, acc, pp[order].astype(np.int64), (tt[order] - lo).astype(np.int64), bnd
-        )
+        averaging.screen_kernel(view, acc, pp, tt - lo, bnd)
     timings = {"screen_kernel_s": time.perf_counter() - clock}
-    n_updates = int(t_all.size) * n_post * int(bnd.size)
+    n_updates = visits.n_spikes * n_post * int(bnd.size)
     n_trig = trig.n_ok[pres]
     c_pre, c_post, screen_best = psp.screen_candidates(
         acc, n_trig, bnd, windows, pres, inp.posts, params
@@ -780,6 +815,7 @@ def group_inputs(
     prep: Prepared, recording: Recording, params: ExtractionParams, size: int
 ) -> Iterator[tuple[np.ndarray, GroupInput]]:
     """(post-unit indices, GroupInput) per group of ``size``."""
+    visits = screen_visits(prep.triggers, prep.pres, prep.plan.n_decimated, params)
     for g0 in range(0, prep.posts.size, size):
         posts = prep.posts[g0 : g0 + size]
         yield (
@@ -795,6 +831,7 @@ def group_inputs(
                 sample_rate_hz=recording.sample_rate_hz,
                 gain=prep.gain[posts],
                 chunk_dec=prep.plan.length // prep.plan.q,
+                visits=visits,
             ),
         )
 

@@ -400,11 +400,7 @@ def _finish_channel(
 def read_rows(traces: Any, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
     """Rows [lo, hi) of ``traces``: a view when ``traces`` is an in-memory array of ``out``'s
     type (nothing to read), else read into the start of ``out`` (no fresh allocation)."""
-    if (
-        isinstance(traces, np.ndarray)
-        and traces.dtype == out.dtype
-        and traces.flags.c_contiguous
-    ):
+    if isinstance(traces, np.ndarray) and traces.dtype == out.dtype and traces.flags.c_contiguous:
         return traces[lo:hi]
     view = out[: hi - lo]
     if hasattr(traces, "read_direct") and np.dtype(traces.dtype) == out.dtype:

@@ -12,8 +12,9 @@ from instrument.extract.params import load_params
 from instrument.extract.pipeline import (
     GroupInput,
     Triggers,
-    unit_flags,
     extract,
+    screen_visits,
+    unit_flags,
     weight_trials,
 )
 from tests.instrument.extract.test_planted import _found
@@ -29,9 +30,15 @@ def _ar2(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, e
 
 
+def _whitened(x: np.ndarray, order: int, use: np.ndarray) -> np.ndarray:
+    out = x[None, :].astype(np.float32)
+    averaging.whiten(out, order, use, out)  # in place, as the pipeline runs it
+    return out[0]
+
+
 def test_the_prediction_error_recovers_the_innovations():
     x, e = _ar2(20_000)
-    out = averaging.whitened(x[None, :].astype(np.float32), 2, np.ones(x.size, dtype=bool))[0]
+    out = _whitened(x, 2, np.ones(x.size, dtype=bool))
     assert np.isnan(out[:2]).all()
     r = out[100:].astype(np.float64)
     assert np.corrcoef(r, e[100:])[0, 1] > 0.999
@@ -46,8 +53,8 @@ def test_the_model_is_fitted_only_where_the_test_reads():
     for start in range(1000, 20_000, 2000):  # "bursts": large slow swings, not used
         dirty[start : start + 300] += 200 * np.sin(np.linspace(0, np.pi, 300))
         use[start - 5 : start + 305] = False
-    masked = averaging.whitened(dirty[None, :].astype(np.float32), 2, use)[0]
-    unmasked = averaging.whitened(dirty[None, :].astype(np.float32), 2, np.ones_like(use))[0]
+    masked = _whitened(dirty, 2, use)
+    unmasked = _whitened(dirty, 2, np.ones_like(use))
     clean = use.copy()
     clean[:10] = False
     err_masked = np.std(masked[clean] - e[clean])
@@ -127,6 +134,7 @@ def test_the_whitened_test_keeps_trials_whose_post_spike_comes_after_what_it_rea
         params=params, posts=np.array([0]), pres=np.zeros(0, dtype=np.int64), triggers=trig,
         spike_ptr=np.array([0, 1]), spike_sample=np.array([200 * q]), q=q,
         sample_rate_hz=10_000.0, gain=np.ones((1, 1)), chunk_dec=n_dec,
+        visits=screen_visits(trig, np.zeros(0, dtype=np.int64), n_dec, params),
     )  # fmt: skip
     reach = params.boundaries()[-1]  # the test reads up to 7 ms after the trigger
     flags = unit_flags(n_dec, inp, reach)
