@@ -57,8 +57,8 @@ def prefix_blocks(x: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
     """Prefix sums of rows of ``x`` over columns [lo, hi), blocked for the all-pairs kernel.
 
     ``x`` is (P, T) float32 (NaN = no data, counted as 0 after removing each row's
-    segment mean); ``out`` is (ceil(P / WIDTH), hi − lo + 1, WIDTH) float32 with
-    ``out[b, k, j] = Σ_{lo ≤ τ < lo + k} (x[b·WIDTH + j, τ] − mean)``.
+    segment mean); ``out`` is (ceil(P / WIDTH), ≥ hi − lo + 1, WIDTH) float32 with
+    ``out[b, k, j] = Σ_{lo ≤ τ < lo + k} (x[b·WIDTH + j, τ] − mean)`` for k ≤ hi − lo.
     """
     n_rows = x.shape[0]
     n_blocks = out.shape[0]
@@ -116,6 +116,7 @@ def screen_kernel(
 
     ``acc`` is (blocks, n_pre, M, WIDTH) float32; spikes are best visited in
     :func:`visit_order`. Blocks run in parallel (no two threads share an accumulator).
+    Pass C-contiguous arrays: the row adds vectorise only then.
     """
     for b in numba.prange(q_blocks.shape[0]):
         _screen_block(q_blocks[b], acc[b], pre, row, bnd)
@@ -498,13 +499,14 @@ def trace_sd(
         row = x[p]
         ts = np.empty(T // stride + 1, dtype=np.int64)
         m = 0
-        count = 0
+        skip = 0  # valid samples to pass over before the next one taken
         for t in range(max(0, -lo), T - hi):
             if flags[p, t] & VALID:
-                if count % stride == 0:
+                if skip == 0:
                     ts[m] = t
                     m += 1
-                count += 1
+                    skip = stride
+                skip -= 1
         if m < 10:
             out[p] = np.nan
             continue

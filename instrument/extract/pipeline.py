@@ -403,9 +403,10 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     for s0, pp, tt in zip(visits.starts, visits.pre, visits.t, strict=True):
         lo = max(0, s0 - halo)
         hi = min(n_dec, s0 + visits.segment + halo)
-        view = qb[:, : hi - lo + 1]
-        averaging.prefix_blocks(x_screen, lo, hi, view)
-        averaging.screen_kernel(view, acc, pp, tt - lo, bnd)
+        # the whole buffer, not a slice of it: a C-contiguous block lets the kernel's row
+        # adds vectorise (a slice runs at half the speed)
+        averaging.prefix_blocks(x_screen, lo, hi, qb)
+        averaging.screen_kernel(qb, acc, pp, tt - lo, bnd)
     timings = {"screen_kernel_s": time.perf_counter() - clock}
     n_updates = visits.n_spikes * n_post * int(bnd.size)
     n_trig = trig.n_ok[pres]
