@@ -141,14 +141,22 @@ CHANCE_LAGS_S = (-9e-3, -7e-3, -5e-3, -3e-3, 3e-3, 5e-3, 7e-3, 9e-3)
 
 @numba.njit(cache=True, parallel=True)
 def _coincidence_table(
-    ptr: np.ndarray, samples: np.ndarray, pairs: np.ndarray, window: int, lags: np.ndarray
+    ptr: np.ndarray,
+    samples: np.ndarray,
+    pairs: np.ndarray,
+    window: int,
+    lags: np.ndarray,
+    min_first: int,
 ) -> np.ndarray:
-    """(P, len(lags)) coincidences of train pairs[p, 0] with train pairs[p, 1] shifted by lag."""
+    """(P, len(lags)) coincidences of train pairs[p, 0] with train pairs[p, 1] shifted by lag;
+    the other lags are left 0 where the first lag has fewer than ``min_first``."""
     out = np.zeros((pairs.shape[0], lags.size), dtype=np.int64)
     for p in numba.prange(pairs.shape[0]):
         a = samples[ptr[pairs[p, 0]] : ptr[pairs[p, 0] + 1]]
         b = samples[ptr[pairs[p, 1]] : ptr[pairs[p, 1] + 1]]
         for li in range(lags.size):
+            if li == 1 and out[p, 0] < min_first:
+                break
             lag = lags[li]
             j = 0
             n = 0
@@ -180,7 +188,8 @@ def excess_coincidence(
     swap = counts[pairs[:, 0]] > counts[pairs[:, 1]]
     ordered = np.where(swap[:, None], pairs[:, ::-1], pairs)
     lags = np.array([0, *[round(s * sample_rate_hz) for s in CHANCE_LAGS_S]], dtype=np.int64)
-    table = _coincidence_table(ptr, samples, ordered, window, lags)
+    # chance is only needed where the zero lag has enough coincidences to count
+    table = _coincidence_table(ptr, samples, ordered, window, lags, MIN_MERGE_COINCIDENCES)
     n = np.maximum(counts[ordered[:, 0]], 1)
     excess = (table[:, 0] - table[:, 1:].mean(axis=1)) / n
     return np.where(table[:, 0] >= MIN_MERGE_COINCIDENCES, excess, 0.0)
