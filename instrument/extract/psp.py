@@ -100,88 +100,57 @@ def screen_scan(
     n_post = post_units.size
     n_pre = n_trig.size
     width = acc.shape[3]
-    n_bnd = acc.shape[2]
-    for blk in numba.prange(acc.shape[0]):
-        # one post unit's sums, contiguous (a lane of the block is strided: read in place,
-        # every cache line of the block would come from memory once per lane)
-        a = acc[blk]
-        lanes = min(width, n_post - blk * width)
-        at = np.empty((lanes, n_pre, n_bnd), dtype=acc.dtype)
-        for i in range(n_pre):
-            for j in range(n_bnd):
-                for c in range(lanes):
-                    at[c, i, j] = a[i, j, c]
-        for c in range(lanes):
-            _screen_post(
-                at[c], blk * width + c, n_trig, bnd, windows, pre_units, post_units,
-                min_triggers, screen_z, out_count, out_pre, out_z,
-            )  # fmt: skip
-
-
-@numba.njit(cache=True)
-def _screen_post(
-    a: np.ndarray,
-    p: int,
-    n_trig: np.ndarray,
-    bnd: np.ndarray,
-    windows: np.ndarray,
-    pre_units: np.ndarray,
-    post_units: np.ndarray,
-    min_triggers: int,
-    screen_z: float,
-    out_count: np.ndarray,
-    out_pre: np.ndarray,
-    out_z: np.ndarray,
-) -> None:
-    """:func:`screen_scan` for post unit ``p``, from its sums ``a`` (n_pre, M)."""
-    n_pre = n_trig.size
     n_win = windows.shape[0]
     cap = out_pre.shape[1]
-    y = np.empty((n_win, n_pre))
-    idx = np.empty(n_pre, dtype=np.int64)
-    m = 0
-    for i in range(n_pre):
-        n = n_trig[i]
-        if n < min_triggers or pre_units[i] == post_units[p]:
+    for p in numba.prange(n_post):
+        b = p // width
+        c = p % width
+        a = acc[b]
+        y = np.empty((n_win, n_pre))
+        idx = np.empty(n_pre, dtype=np.int64)
+        m = 0
+        for i in range(n_pre):
+            n = n_trig[i]
+            if n < min_triggers or pre_units[i] == post_units[p]:
+                continue
+            base = (np.float64(a[i, 1, c]) - a[i, 0, c]) / ((bnd[1] - bnd[0]) * n)
+            for r in range(n_win):
+                lo = windows[r, 0]
+                hi = windows[r, 1]
+                mean = (np.float64(a[i, hi, c]) - a[i, lo, c]) / ((bnd[hi] - bnd[lo]) * n)
+                y[r, m] = (mean - base) * np.sqrt(n)
+            idx[m] = i
+            m += 1
+        out_count[p] = 0
+        if m < 8:
             continue
-        base = (np.float64(a[i, 1]) - a[i, 0]) / ((bnd[1] - bnd[0]) * n)
+        center = np.empty(n_win)
+        spread = np.empty(n_win)
+        work = np.empty(m)
         for r in range(n_win):
-            lo = windows[r, 0]
-            hi = windows[r, 1]
-            mean = (np.float64(a[i, hi]) - a[i, lo]) / ((bnd[hi] - bnd[lo]) * n)
-            y[r, m] = (mean - base) * np.sqrt(n)
-        idx[m] = i
-        m += 1
-    out_count[p] = 0
-    if m < 8:
-        return
-    center = np.empty(n_win)
-    spread = np.empty(n_win)
-    work = np.empty(m)
-    for r in range(n_win):
+            for k in range(m):
+                work[k] = y[r, k]
+            center[r] = select_kth(work, m, m // 2)
+            for k in range(m):
+                work[k] = abs(y[r, k] - center[r])
+            spread[r] = 1.4826 * select_kth(work, m, m // 2)
+        score = np.zeros(m)
         for k in range(m):
-            work[k] = y[r, k]
-        center[r] = select_kth(work, m, m // 2)
-        for k in range(m):
-            work[k] = abs(y[r, k] - center[r])
-        spread[r] = 1.4826 * select_kth(work, m, m // 2)
-    score = np.zeros(m)
-    for k in range(m):
-        best = 0.0
-        for r in range(n_win):
-            if spread[r] > 0:
-                zz = abs(y[r, k] - center[r]) / spread[r]
-                if zz > best:
-                    best = zz
-        score[k] = best
-    hits = np.flatnonzero(score >= screen_z)
-    if hits.size > cap:
-        order = np.argsort(-score[hits], kind="mergesort")[:cap]
-        hits = np.sort(hits[order])
-    for k in range(hits.size):
-        out_pre[p, k] = idx[hits[k]]
-        out_z[p, k] = score[hits[k]]
-    out_count[p] = hits.size
+            best = 0.0
+            for r in range(n_win):
+                if spread[r] > 0:
+                    zz = abs(y[r, k] - center[r]) / spread[r]
+                    if zz > best:
+                        best = zz
+            score[k] = best
+        hits = np.flatnonzero(score >= screen_z)
+        if hits.size > cap:
+            order = np.argsort(-score[hits], kind="mergesort")[:cap]
+            hits = np.sort(hits[order])
+        for k in range(hits.size):
+            out_pre[p, k] = idx[hits[k]]
+            out_z[p, k] = score[hits[k]]
+        out_count[p] = hits.size
 
 
 def screen_candidates(
