@@ -448,6 +448,9 @@ def average_traces(
             continue
         row = x[p]
         frow = flags[p]
+        gaps = False  # any NaN in the row: only then are windows checked for them
+        for t in range(T):
+            gaps |= row[t] != row[t]
         acc = np.zeros((n_k, n_lags))
         g_acc = np.zeros(n_k)
         n = np.zeros(n_k, dtype=np.int64)
@@ -465,7 +468,7 @@ def average_traces(
                     if t < lo_reach or t >= T - hi_reach or not frow[t] & VALID:
                         continue
                     good = True
-                    for lag in range(n_lags):
+                    for lag in range(n_lags if gaps else 0):
                         v = row[t + first + lag]
                         if v != v:
                             good = False
@@ -485,12 +488,18 @@ def average_traces(
 
 
 @numba.njit(cache=True, parallel=True)
-def trace_sd(
-    x: np.ndarray, flags: np.ndarray, bnd: np.ndarray, stride: int, out: np.ndarray
+def noise_deviations(
+    x: np.ndarray,
+    flags: np.ndarray,
+    bnd: np.ndarray,
+    stride: int,
+    out: np.ndarray,
+    out_m: np.ndarray,
 ) -> None:
-    """``out[p]``: robust single-trial SD of ``x[p, t + lag]`` minus the baseline mean at
-    t (boundaries 0, 1), median over lags from ``bnd[2]`` to ``bnd[-1]``, over every
-    ``stride``-th t of post p whose ``flags`` have :data:`VALID` (NaN with fewer than 10)."""
+    """The samples of a post unit's single-trial noise: ``out[p, l, i]`` = ``x[p, t_i + lag]``
+    minus the mean of ``x[p]`` over [t_i + ``bnd[0]``, t_i + ``bnd[1]``) (NaN counted as 0),
+    lag = ``bnd[2]`` + l < ``bnd[3]``, for every ``stride``-th t_i of post p whose ``flags``
+    have :data:`VALID` (``out_m[p]`` of them; NaN where x is)."""
     n_post, T = x.shape
     lo = bnd[0]
     hi = bnd[-1]
@@ -507,34 +516,15 @@ def trace_sd(
                     m += 1
                     skip = stride
                 skip -= 1
-        if m < 10:
-            out[p] = np.nan
-            continue
-        base = np.empty(m)
+        out_m[p] = m
         for i in range(m):
             s = 0.0
             for u in range(ts[i] + bnd[0], ts[i] + bnd[1]):
                 v = row[u]
                 s += v if v == v else 0.0
-            base[i] = s / (bnd[1] - bnd[0])
-        sds = np.empty(n_lags)
-        d = np.empty(m)
-        for li in range(n_lags):
-            lag = bnd[2] + li
-            k = 0
-            for i in range(m):
-                v = row[ts[i] + lag]
-                if v == v:
-                    d[k] = v - base[i]
-                    k += 1
-            if k < 10:
-                sds[li] = np.nan
-                continue
-            med = select_kth(d, k, k // 2)
-            for i in range(k):
-                d[i] = abs(d[i] - med)
-            sds[li] = 1.4826 * select_kth(d, k, k // 2)
-        out[p] = np.nanmedian(sds)
+            base = s / (bnd[1] - bnd[0])
+            for li in range(n_lags):
+                out[p, li, i] = row[ts[i] + bnd[2] + li] - base
 
 
 @numba.njit(cache=True)

@@ -21,10 +21,12 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from instrument.extract import averaging, psp
@@ -361,18 +363,53 @@ def weight_trials(
 
 def trace_noise(x: np.ndarray, flags: np.ndarray, params: ExtractionParams) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
-    response window (robust, median over lags), V: divided by √triggers it is the noise of
-    a spike-triggered average of that trace."""
-    out = np.empty(x.shape[0])
+    response window (robust: 1.4826 × MAD per lag, median over lags; NaN with fewer than
+    10 samples), V: divided by √triggers it is the noise of a spike-triggered average of
+    that trace. Samples come from :func:`averaging.noise_deviations` (every
+    :data:`NOISE_STRIDE`-th valid trigger time), a batch of post units at a time; the
+    medians are numpy's partitions (vectorised, several times a scalar quickselect), one
+    post unit per thread."""
+    n_post, n_dec = x.shape
     first, last = params.response_edges_s[0], params.response_edges_s[-1]
     times = (params.baseline_start_s, params.baseline_end_s, first, last)
     bnd = np.array([params.dec(t) for t in times], dtype=np.int64)
-    averaging.trace_sd(x, flags, bnd, NOISE_STRIDE, out)
+    n_lags = int(bnd[-1] - bnd[2])
+    m_max = n_dec // NOISE_STRIDE + 1
+    batch = max(1, min(n_post, NOISE_BATCH_BYTES // (8 * n_lags * m_max)))
+    dev = np.empty((batch, n_lags, m_max))
+    m = np.empty(batch, dtype=np.int64)
+    out = np.empty(n_post)
+    with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
+        for p0 in range(0, n_post, batch):
+            nb = min(batch, n_post - p0)
+            averaging.noise_deviations(
+                x[p0 : p0 + nb], flags[p0 : p0 + nb], bnd, NOISE_STRIDE, dev[:nb], m[:nb]
+            )
+            sds = pool.map(lambda i: _robust_sd(dev[i, :, : m[i]]), range(nb))
+            out[p0 : p0 + nb] = list(sds)
     return out
+
+
+def _robust_sd(dev: np.ndarray) -> float:
+    """Median over rows (lags) of 1.4826 × the MAD of each row's finite values (rows with
+    fewer than 10 are left out; NaN if none is left)."""
+    k = np.count_nonzero(np.isfinite(dev), axis=1)
+    sds = np.full(dev.shape[0], np.nan)
+    for n in np.unique(k[k >= 10]):
+        rows = k == n
+        sub = dev[rows]
+        # NaN sorts last: the n // 2-th of the row is the median of its finite values
+        med = np.partition(sub, n // 2, axis=1)[:, n // 2]
+        mad = np.partition(np.abs(sub - med[:, None]), n // 2, axis=1)[:, n // 2]
+        sds[rows] = 1.4826 * mad
+    return float(np.nanmedian(sds)) if np.isfinite(sds).any() else float("nan")
 
 
 NOISE_STRIDE = 7
 """Trace samples every this many decimated samples estimate a post unit's trace noise."""
+
+NOISE_BATCH_BYTES = 64 << 20
+"""Memory for the noise samples of a batch of post units (:func:`trace_noise`)."""
 
 
 def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
