@@ -221,17 +221,18 @@ def update_rate(repeats: int = 5) -> float:
     return n_spikes * n_blocks * width * bnd.size / float(np.median(times))
 
 
-def pair_evaluation_rate(per_post: int, triggers_per_s: float, repeats: int = 3) -> float:
+def pair_evaluation_rate(per_post: int, triggers_per_s: float, repeats: int = 5) -> float:
     """Trigger evaluations per s of the candidate stage's own kernel
     (:func:`averaging.pair_statistics`: default boundaries, windows, surrogates and segment)
     with the run's own mix — ``per_post`` candidate pairs per post unit, presynaptic
-    triggers at ``triggers_per_s`` — on traces one segment long (4.1 s), two post units per
-    thread: everything it reads sits in L1/L2, so the measured rate has no cache misses."""
+    triggers at ``triggers_per_s`` — on traces one segment long (4.1 s): everything a post
+    unit reads sits in L1/L2, so the measured rate has no cache misses. 64 post units per
+    thread, so a run lasts tens of ms (a 1 ms run measures the threads' start-up)."""
     params = load_params()
     bnd = np.asarray(params.boundaries(), dtype=np.int64)
     windows = np.asarray(params.windows(), dtype=np.int64)
     length = averaging._PAIR_SEGMENT
-    n_post = 2 * numba.get_num_threads()
+    n_post = 64 * numba.get_num_threads()
     per = max(1, round(triggers_per_s * length / params.decimated_rate_hz))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_post, length)).astype(np.float32)

@@ -1,12 +1,21 @@
-"""The all-pairs kernel against a naive per-pair loop; jitters; grouping independence."""
+"""The all-pairs kernel and the candidate statistics against naive loops; jitters; flags;
+trace noise; grouping independence."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from instrument.extract import averaging, psp
+from instrument.extract.averaging import EVENT, OK, TESTED, VALID
 from instrument.extract.params import load_params
-from instrument.extract.pipeline import analyse_group, group_inputs, prepare, summarize
+from instrument.extract.pipeline import (
+    NOISE_STRIDE,
+    analyse_group,
+    group_inputs,
+    prepare,
+    summarize,
+    trace_noise,
+)
 from instrument.extract.spikes import RawPass, plan_chunks
 from instrument.extract.volts import channel_calibration
 
@@ -22,11 +31,13 @@ def test_screen_kernel_equals_naive_window_sums():
     t = rng.integers(30, T - 30, 400)
     lo, hi = 0, T
     blocks = -(-n_post // averaging.WIDTH)
-    q = np.empty((blocks, hi - lo + 1, averaging.WIDTH), dtype=np.float32)
+    # a buffer longer than the segment, as the pipeline passes (rows past it untouched)
+    q = np.full((blocks, hi - lo + 1 + 37, averaging.WIDTH), np.inf, dtype=np.float32)
     averaging.prefix_blocks(x, lo, hi, q)
     acc = np.zeros((blocks, n_pre, bnd.size, averaging.WIDTH), dtype=np.float32)
     order = averaging.visit_order(pre, t)
     averaging.screen_kernel(q, acc, pre[order], t[order] - lo, bnd)
+    assert np.isinf(q[:, hi - lo + 1 :]).all()
     sums = acc.transpose(1, 0, 3, 2).reshape(n_pre, -1, bnd.size)[:, :n_post]
     n = np.bincount(pre, minlength=n_pre)
     windows = np.array([(1, 2), (2, 3), (3, 4)])
@@ -84,3 +95,125 @@ def test_bridge_replaces_spikes_by_straight_lines_and_merges_overlaps():
     edge[:3] = 99.0
     averaging.bridge(edge, np.array([0]), 1, 2)  # at the start: flat at the first sample after
     assert np.allclose(edge, 5.0)
+
+
+def _direct_response(z: np.ndarray, t: int, bnd: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Window means minus the baseline mean at trigger t, summed sample by sample."""
+    base = z[t + bnd[0] : t + bnd[1]].mean()
+    return np.array([z[t + bnd[a] : t + bnd[b]].mean() - base for a, b in windows])
+
+
+def test_candidate_statistics_equal_a_direct_loop_over_triggers_and_surrogates():
+    params = load_params()
+    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    windows = np.asarray(params.windows(), dtype=np.int64)
+    j_min, j_max = params.dec(params.jitter_min_s), params.dec(params.jitter_s)
+    rng = np.random.default_rng(3)
+    n_post, T, n_pre = 3, 9000, 4  # three segments of the kernel
+    x = rng.normal(0, 1e-3, (n_post, T)).astype(np.float32)
+    x[1, 4000:4010] = np.nan
+    kinds = np.array([0, OK, OK | TESTED, OK | TESTED | EVENT, OK | EVENT], dtype=np.uint8)
+    flags = kinds[rng.integers(0, kinds.size, (n_post, T))]
+    trains = [np.sort(rng.choice(T, 80, replace=False)) for _ in range(n_pre)]
+    trig_t = np.concatenate(trains).astype(np.int64)
+    trig_ptr = np.concatenate([[0], np.cumsum([t.size for t in trains])]).astype(np.int64)
+    pair_pre = np.array([0, 2, 1, 3], dtype=np.int64)
+    post_ptr = np.array([0, 2, 4, 4], dtype=np.int64)  # post 2 has no candidate
+    k, r = pair_pre.size, windows.shape[0]
+    got = (np.zeros((k, r)), np.zeros((k, r)), np.zeros(k, dtype=np.int64),
+           np.zeros((k, r)), np.zeros((k, r)), np.zeros((k, 3)))  # fmt: skip
+    jitters = averaging.jitter_table(
+        params.seed, trig_ptr, np.arange(n_pre), params.n_surrogates, j_min, j_max
+    )
+    averaging.pair_statistics(
+        x, flags, post_ptr, pair_pre, trig_ptr, trig_t, bnd, windows, jitters, j_max, *got
+    )
+    n_s = params.n_surrogates
+    for kk in range(k):
+        p = int(np.searchsorted(post_ptr, kk, side="right") - 1)
+        u = int(pair_pre[kk])
+        row = x[p].astype(np.float64)
+        z = np.where(np.isfinite(row), row - np.nanmean(row), 0.0)
+        real, n_ok, n_ev = [], 0, 0
+        fake = [[] for _ in range(n_s)]
+        s_ok, s_ev = np.zeros(n_s), np.zeros(n_s)
+        for i in range(trig_ptr[u], trig_ptr[u + 1]):
+            t0 = int(trig_t[i])
+            if not (-bnd[0] + j_max <= t0 < T - bnd[-1] - j_max) or not flags[p, t0] & OK:
+                continue
+            n_ok += 1
+            n_ev += bool(flags[p, t0] & EVENT)
+            if flags[p, t0] & TESTED:
+                real.append(_direct_response(z, t0, bnd, windows))
+            for s in range(n_s):
+                t = t0 + averaging.jitter(params.seed, u, s, i - trig_ptr[u], j_min, j_max)
+                if flags[p, t] & OK:
+                    s_ok[s] += 1
+                    s_ev[s] += bool(flags[p, t] & EVENT)
+                if flags[p, t] & TESTED:
+                    fake[s].append(_direct_response(z, t, bnd, windows))
+        real = np.array(real)
+        null = np.array([np.mean(f, axis=0) for f in fake])
+        assert got[2][kk] == len(real) > 10
+        np.testing.assert_allclose(got[0][kk], real.mean(axis=0), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(got[1][kk], real.std(axis=0, ddof=1), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(got[3][kk], null.mean(axis=0), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(got[4][kk], null.std(axis=0, ddof=1), rtol=1e-9, atol=1e-15)
+        want_event = (n_ev / n_ok, np.mean(s_ev / s_ok), n_ok)
+        np.testing.assert_allclose(got[5][kk], want_event, rtol=1e-12)
+
+
+def test_unit_flags_mark_usable_valid_tested_and_event_samples():
+    n_dec, q = 300, 10
+    ok = np.ones(n_dec, dtype=bool)
+    ok[:5] = False
+    out = np.empty((1, n_dec), dtype=np.uint8)
+    spikes = np.array([100 * q, 200 * q + 3])  # raw samples of the post unit's two spikes
+    before, after, test_after, ev_lo, ev_hi = 3, 20, 7, 2, 20
+    averaging.unit_flags(
+        n_dec, np.array([0]), np.array([0, 2]), spikes, q, ok, before, after, test_after,
+        ev_lo, ev_hi, out,
+    )  # fmt: skip
+    f = out[0]
+    t = np.arange(n_dec)
+    near = np.zeros(n_dec, dtype=bool)
+    near_test = np.zeros(n_dec, dtype=bool)
+    event = np.zeros(n_dec, dtype=bool)
+    for s in (100, 200):
+        near |= (t >= s - after) & (t <= s + before)
+        near_test |= (t >= s - test_after) & (t <= s + before)
+        event |= (t >= s - ev_hi + 1) & (t <= s - ev_lo)
+    assert np.array_equal((f & OK) != 0, ok)
+    assert np.array_equal((f & VALID) != 0, ok & ~near)
+    assert np.array_equal((f & TESTED) != 0, ok & ~near_test)
+    assert np.array_equal((f & EVENT) != 0, event)
+
+
+def test_trace_noise_is_the_median_over_lags_of_each_lags_robust_sd():
+    params = load_params()
+    rng = np.random.default_rng(4)
+    n_post, T = 4, 6000
+    x = np.cumsum(rng.normal(0, 1e-4, (n_post, T)), axis=1).astype(np.float32)
+    x[1, 2000:2300] = np.nan
+    x[2, ::3] = np.nan  # some lags see a third of the samples missing
+    x[3, 40:] = np.nan  # too few samples: NaN
+    flags = np.where(rng.random((n_post, T)) < 0.9, VALID, 0).astype(np.uint8)
+    got = trace_noise(x, flags, params)
+    b0, b1 = params.dec(params.baseline_start_s), params.dec(params.baseline_end_s)
+    l0, l1 = params.dec(params.response_edges_s[0]), params.dec(params.response_edges_s[-1])
+    for p in range(n_post):
+        ts = np.flatnonzero(flags[p, max(0, -b0) : T - l1] & VALID)[::NOISE_STRIDE] + max(0, -b0)
+        row = x[p].astype(np.float64)
+        base = np.array([np.nansum(row[t + b0 : t + b1]) / (b1 - b0) for t in ts])
+        sds = []
+        for lag in range(l0, l1):
+            d = row[ts + lag] - base
+            d = d[np.isfinite(d)]
+            if d.size < 10:
+                sds.append(np.nan)
+                continue
+            med = np.sort(d)[d.size // 2]  # the upper median, as the extraction takes it
+            sds.append(1.4826 * np.sort(np.abs(d - med))[d.size // 2])
+        want = np.nanmedian(sds) if np.isfinite(sds).any() else np.nan
+        np.testing.assert_allclose(got[p], want, rtol=1e-12)
+    assert np.isnan(got[3]) and np.isfinite(got[:3]).all()
