@@ -36,6 +36,7 @@ and one wide window over all bins but the last (where PSPs peak).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -44,7 +45,6 @@ from scipy.special import erfc
 from scipy.stats import chi2
 
 from instrument.extract.params import ExtractionParams
-from instrument.extract.quickselect import select_kth
 
 KIND_EXCITATORY = 0
 KIND_INHIBITORY = 1
@@ -74,83 +74,53 @@ def bin_responses(
 
 
 @numba.njit(cache=True, parallel=True)
-def screen_scan(
+def screen_responses(
     acc: np.ndarray,
     n_trig: np.ndarray,
     bnd: np.ndarray,
     windows: np.ndarray,
-    pre_units: np.ndarray,
-    post_units: np.ndarray,
-    min_triggers: int,
-    screen_z: float,
-    out_count: np.ndarray,
-    out_pre: np.ndarray,
-    out_z: np.ndarray,
+    allowed: np.ndarray,
+    self_pre: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """The all-pairs screen, straight from the kernel's accumulators.
+    """The all-pairs screen's responses, straight from the kernel's accumulators.
 
-    ``acc`` (blocks, n_pre, M, W): Σ over each pre unit's triggers of each post unit's prefix
-    sum at each boundary (post p in block p // W, lane p % W); ``n_trig`` (n_pre,). For each
-    post unit: responses (window mean − baseline mean) × √triggers of every allowed pre
-    unit (enough triggers, not itself), their robust centre and spread (median, 1.4826 ×
-    MAD) per window, z; pre units whose largest |z| reaches ``screen_z`` are written to
-    ``out_pre[p, :out_count[p]]`` with that |z| (the strongest first, at most
-    ``out_pre.shape[1]``).
+    ``acc`` (n_pre, M, W): one block of :func:`averaging.screen_kernel`'s sums (Σ over each
+    pre unit's triggers of each post unit's prefix sum at each boundary, post unit in
+    lane c); ``n_trig`` (n_pre,). ``out[c, r, k]``: response (window r mean − baseline
+    mean) × √triggers of lane c to pre unit ``allowed[k]``; NaN where that is the post
+    unit itself (``self_pre[c]``, −1 if none).
     """
-    n_post = post_units.size
-    n_pre = n_trig.size
-    width = acc.shape[3]
     n_win = windows.shape[0]
-    cap = out_pre.shape[1]
-    for p in numba.prange(n_post):
-        b = p // width
-        c = p % width
-        a = acc[b]
-        y = np.empty((n_win, n_pre))
-        idx = np.empty(n_pre, dtype=np.int64)
-        m = 0
-        for i in range(n_pre):
-            n = n_trig[i]
-            if n < min_triggers or pre_units[i] == post_units[p]:
+    for c in numba.prange(out.shape[0]):
+        for k in range(allowed.size):
+            i = allowed[k]
+            if i == self_pre[c]:
+                for r in range(n_win):
+                    out[c, r, k] = np.nan
                 continue
-            base = (np.float64(a[i, 1, c]) - a[i, 0, c]) / ((bnd[1] - bnd[0]) * n)
+            n = n_trig[i]
+            base = (np.float64(acc[i, 1, c]) - acc[i, 0, c]) / ((bnd[1] - bnd[0]) * n)
             for r in range(n_win):
                 lo = windows[r, 0]
                 hi = windows[r, 1]
-                mean = (np.float64(a[i, hi, c]) - a[i, lo, c]) / ((bnd[hi] - bnd[lo]) * n)
-                y[r, m] = (mean - base) * np.sqrt(n)
-            idx[m] = i
-            m += 1
-        out_count[p] = 0
-        if m < 8:
-            continue
-        center = np.empty(n_win)
-        spread = np.empty(n_win)
-        work = np.empty(m)
-        for r in range(n_win):
-            for k in range(m):
-                work[k] = y[r, k]
-            center[r] = select_kth(work, m, m // 2)
-            for k in range(m):
-                work[k] = abs(y[r, k] - center[r])
-            spread[r] = 1.4826 * select_kth(work, m, m // 2)
-        score = np.zeros(m)
-        for k in range(m):
-            best = 0.0
-            for r in range(n_win):
-                if spread[r] > 0:
-                    zz = abs(y[r, k] - center[r]) / spread[r]
-                    if zz > best:
-                        best = zz
-            score[k] = best
-        hits = np.flatnonzero(score >= screen_z)
-        if hits.size > cap:
-            order = np.argsort(-score[hits], kind="mergesort")[:cap]
-            hits = np.sort(hits[order])
-        for k in range(hits.size):
-            out_pre[p, k] = idx[hits[k]]
-            out_z[p, k] = score[hits[k]]
-        out_count[p] = hits.size
+                mean = (np.float64(acc[i, hi, c]) - acc[i, lo, c]) / ((bnd[hi] - bnd[lo]) * n)
+                out[c, r, k] = (mean - base) * np.sqrt(n)
+
+
+def _screen_scores(y: np.ndarray, m: int) -> np.ndarray:
+    """(K,) largest |z| over windows of each pre unit, from one post unit's responses ``y``
+    (R, K) with ``m`` finite per window (NaN sorts last in a partition): z against the
+    window's median and 1.4826 × MAD (0 where the spread is 0, and for NaN)."""
+    kth = m // 2
+    center = np.partition(y, kth, axis=1)[:, kth]
+    dev = np.abs(y - center[:, None])
+    spread = 1.4826 * np.partition(dev, kth, axis=1)[:, kth]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = dev / spread[:, None]
+    z[~(spread > 0)] = 0.0
+    z[np.isnan(z)] = 0.0
+    return z.max(axis=0)
 
 
 def screen_candidates(
@@ -162,20 +132,50 @@ def screen_candidates(
     post_units: np.ndarray,
     params: ExtractionParams,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pre index, post index, screen |z|) of the candidate pairs, sorted by (post, pre)."""
+    """(pre index, post index, screen |z|) of the candidate pairs, sorted by (post, pre).
+
+    ``acc`` (blocks, n_pre, M, W): Σ over each pre unit's triggers of each post unit's prefix
+    sum at each boundary (post p in block p // W, lane p % W); ``n_trig`` (n_pre,). For each
+    post unit: responses (:func:`screen_responses`) to every allowed pre unit (enough
+    triggers, not itself), their robust centre and spread (median, 1.4826 × MAD) per
+    window, z; pre units whose largest |z| reaches ``screen_z`` are candidates with that
+    |z| (at most ``max_candidates_per_post``, the strongest). The medians are numpy's
+    partitions (vectorised: several times a scalar quickselect), one post unit per thread.
+    """
     n_post = post_units.size
+    width = acc.shape[3]
     cap = params.max_candidates_per_post
-    count = np.zeros(n_post, dtype=np.int64)
-    out_pre = np.zeros((n_post, cap), dtype=np.int64)
-    out_z = np.zeros((n_post, cap), dtype=np.float64)
-    screen_scan(
-        acc, n_trig.astype(np.int64), bnd, windows, pre_units.astype(np.int64),
-        post_units.astype(np.int64), int(params.min_triggers), float(params.screen_z),
-        count, out_pre, out_z,
-    )  # fmt: skip
-    mask = np.arange(cap)[None, :] < count[:, None]
-    post = np.repeat(np.arange(n_post, dtype=np.int64), count)
-    return out_pre[mask], post, out_z[mask]
+    allowed = np.flatnonzero(n_trig >= params.min_triggers).astype(np.int64)
+    position = {int(u): int(i) for i, u in zip(allowed, pre_units[allowed], strict=True)}
+    y = np.empty((width, windows.shape[0], allowed.size))
+    n_trig = n_trig.astype(np.int64)
+    pres = [np.zeros(0, dtype=np.int64)] * n_post
+    zs = [np.zeros(0)] * n_post
+
+    def lane(c: int, first: int, own: int) -> None:
+        m = allowed.size - (own >= 0)
+        if m < 8:
+            return
+        score = _screen_scores(y[c], m)
+        hits = np.flatnonzero(score >= params.screen_z)
+        if hits.size > cap:
+            order = np.argsort(-score[hits], kind="mergesort")[:cap]
+            hits = np.sort(hits[order])
+        pres[first + c] = allowed[hits]
+        zs[first + c] = score[hits]
+
+    with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
+        for blk in range(acc.shape[0]):
+            first = blk * width
+            lanes = min(width, n_post - first)
+            own = np.array(
+                [position.get(int(u), -1) for u in post_units[first : first + lanes]],
+                dtype=np.int64,
+            )
+            screen_responses(acc[blk], n_trig, bnd, windows, allowed, own, y[:lanes])
+            list(pool.map(lane, range(lanes), [first] * lanes, own))
+    posts = np.repeat(np.arange(n_post, dtype=np.int64), [p.size for p in pres])
+    return np.concatenate(pres).astype(np.int64), posts, np.concatenate(zs)
 
 
 @dataclass
