@@ -256,50 +256,49 @@ class TraceFeatures:
     onset_latency_s: np.ndarray
 
 
-def _crossing(
-    tr: np.ndarray, lags: np.ndarray, at: int, start: int, level: float, fs: float
-) -> float:
-    """Time the signed trace ``tr`` last rises through ``level`` before index ``at`` (walking
-    back from the peak, not before ``start``; linear interpolation), s: ``lags[start]`` when
-    the rise is already under way there."""
-    j = at
-    while j > start and tr[j - 1] >= level:
-        j -= 1
-    if j == start and tr[j] >= level:
-        return float(lags[j])
-    below, above = tr[j - 1], tr[j]
-    frac = (level - below) / (above - below) if above != below else 1.0
-    return float(lags[j - 1] + frac / fs)
-
-
 def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParams) -> TraceFeatures:
     """Peak and onset of average traces (K, L) sampled at ``params.decimated_rate_hz`` from
-    ``-average_before_s``, for connections of the given sign (+1 / −1).
+    ``-average_before_s``, for connections of the given sign (+1 / −1); rows with a NaN in
+    the response window get no peak (0) and no latencies (NaN).
 
-    The onset is where the rise to the peak last crosses ``onset_fraction`` of it (a rise
-    already under way at the window start gives the window start).
+    The onset is where the rise to the peak last crosses ``onset_fraction`` of it, walking
+    back from the peak (linear interpolation; a rise already under way at the window start
+    gives the window start). All rows at once.
     """
     fs = params.decimated_rate_hz
     first = -params.dec(params.average_before_s)
-    lags = (np.arange(traces.shape[1]) + first) / fs
+    k, n_lags = traces.shape
+    lags = (np.arange(n_lags) + first) / fs
     base = (lags >= params.baseline_start_s) & (lags < params.baseline_end_s)
     window = (lags >= params.baseline_end_s) & (lags < params.response_edges_s[-1])
-    k = traces.shape[0]
+    idx = np.flatnonzero(window)
     psp = np.zeros(k)
     peak_lat = np.full(k, np.nan)
     onset = np.full(k, np.nan)
-    idx = np.flatnonzero(window)
-    f = params.onset_fraction
-    for i in range(k):
-        if not np.all(np.isfinite(traces[i, idx])):
-            continue
-        tr = traces[i] - np.nanmean(traces[i, base])
-        signed = tr * sign[i]
-        at = idx[int(np.argmax(signed[idx]))]
-        peak = signed[at]
-        psp[i] = tr[at]
-        peak_lat[i] = lags[at]
-        onset[i] = _crossing(signed, lags, at, idx[0], f * peak, fs)
+    rows = np.flatnonzero(np.isfinite(traces[:, idx]).all(axis=1)) if k else np.zeros(0, int)
+    if rows.size == 0:
+        return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
+    # C order, so each row's mean sums in the same order as one row's own (bit for bit)
+    tr = traces[rows] - np.nanmean(np.ascontiguousarray(traces[rows][:, base]), axis=1)[:, None]
+    signed = tr * np.asarray(sign, dtype=np.float64)[rows, None]
+    n = np.arange(rows.size)
+    at = idx[np.argmax(signed[:, idx], axis=1)]
+    peak = signed[n, at]
+    psp[rows] = tr[n, at]
+    peak_lat[rows] = lags[at]
+    level = params.onset_fraction * peak
+    # walking back from the peak: j is one past the last sample below the level (the
+    # window start if the rise is under way there)
+    start = idx[0]
+    col = np.arange(n_lags)[None, :]
+    below = (col >= start) & (col < at[:, None]) & (signed < level[:, None])
+    last = n_lags - 1 - np.argmax(below[:, ::-1], axis=1)
+    j = np.where(below.any(axis=1), last + 1, start)
+    under_way = (j == start) & (signed[n, start] >= level)
+    lo, hi = signed[n, j - 1], signed[n, j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(hi != lo, (level - lo) / (hi - lo), 1.0)
+    onset[rows] = np.where(under_way, lags[start], lags[j - 1] + frac / fs)
     return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
 
 
