@@ -210,8 +210,9 @@ def significance(
         se = np.where(n > 1, sd / np.sqrt(n), np.nan)
         ratio2 = (null_sd / se) ** 2
     over = np.ones(mean.shape[0])
-    for u in np.unique(post):
-        rows = post == u
+    order = np.argsort(post, kind="stable")
+    cuts = np.flatnonzero(np.diff(post[order])) + 1
+    for rows in np.split(order, cuts) if order.size else []:
         r = ratio2[rows]
         r = r[np.isfinite(r)]
         if r.size:
