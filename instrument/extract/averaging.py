@@ -566,6 +566,43 @@ def bridge(row: np.ndarray, spikes: np.ndarray, before: int, after: int) -> None
         i = j
 
 
+@numba.njit(cache=True)
+def _lag_sums4(c: np.ndarray, k0: int, n: int, r: np.ndarray) -> None:
+    """``r[k] = Σ_{t ≥ k} c[t]·c[t − k]`` for the ``n`` ≤ 4 lags k0 … k0 + n − 1, each sum in
+    time order: four independent chains in one pass (a lone chain waits on every add)."""
+    T = c.size
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for t in range(k0, min(k0 + 3, T)):  # the first lags start before the last ones
+        s0 += c[t] * c[t - k0]
+        if n > 1 and t >= k0 + 1:
+            s1 += c[t] * c[t - k0 - 1]
+        if n > 2 and t >= k0 + 2:
+            s2 += c[t] * c[t - k0 - 2]
+    if n == 4:
+        for t in range(k0 + 3, T):
+            s0 += c[t] * c[t - k0]
+            s1 += c[t] * c[t - k0 - 1]
+            s2 += c[t] * c[t - k0 - 2]
+            s3 += c[t] * c[t - k0 - 3]
+    else:
+        for t in range(k0 + 3, T):
+            s0 += c[t] * c[t - k0]
+            if n > 1:
+                s1 += c[t] * c[t - k0 - 1]
+            if n > 2:
+                s2 += c[t] * c[t - k0 - 2]
+    r[k0] = s0
+    if n > 1:
+        r[k0 + 1] = s1
+    if n > 2:
+        r[k0 + 2] = s2
+    if n > 3:
+        r[k0 + 3] = s3
+
+
 @numba.njit(cache=True, parallel=True)
 def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
     """``out[p]``: the one-step prediction error of ``x[p]`` under its own autoregressive
@@ -591,11 +628,8 @@ def whiten(x: np.ndarray, order: int, use: np.ndarray, out: np.ndarray) -> None:
             v = np.float64(row[t])
             c[t] = v - mean if v == v and use[t] else 0.0
         r = np.zeros(order + 1)
-        for k in range(order + 1):
-            s = 0.0
-            for t in range(k, T):
-                s += c[t] * c[t - k]
-            r[k] = s
+        for k0 in range(0, order + 1, 4):
+            _lag_sums4(c, k0, min(4, order + 1 - k0), r)
         # Levinson–Durbin: prediction coefficients a[1..order]
         a = np.zeros(order + 1)
         err = r[0]
