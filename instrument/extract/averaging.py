@@ -668,12 +668,12 @@ def weight_by_chunk(
         row = e[p]
         ss = np.zeros(n_chunks)
         cnt = np.zeros(n_chunks, dtype=np.int64)
-        for t in range(T):
-            c = min(t // chunk_dec, n_chunks - 1)
-            v = row[t]
-            if v == v and use[t]:
-                ss[c] += v * v
-                cnt[c] += 1
+        for c in range(n_chunks):  # chunk c: [c·chunk_dec, next), the last one to the end
+            for t in range(c * chunk_dec, T if c == n_chunks - 1 else (c + 1) * chunk_dec):
+                v = row[t]
+                if v == v and use[t]:
+                    ss[c] += v * v
+                    cnt[c] += 1
         good = cnt > 10
         if not good.any():
             out[p] = row
@@ -684,5 +684,6 @@ def weight_by_chunk(
         for c in range(n_chunks):
             w[c] = gain[p, c] / (ss[c] / cnt[c] if good[c] else fill)
         w /= np.median(w)
-        for t in range(T):
-            out[p, t] = row[t] * w[min(t // chunk_dec, n_chunks - 1)]
+        for c in range(n_chunks):
+            for t in range(c * chunk_dec, T if c == n_chunks - 1 else (c + 1) * chunk_dec):
+                out[p, t] = row[t] * w[c]
