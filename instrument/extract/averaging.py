@@ -495,11 +495,12 @@ def noise_deviations(
     stride: int,
     out: np.ndarray,
     out_m: np.ndarray,
+    out_k: np.ndarray,
 ) -> None:
     """The samples of a post unit's single-trial noise: ``out[p, l, i]`` = ``x[p, t_i + lag]``
     minus the mean of ``x[p]`` over [t_i + ``bnd[0]``, t_i + ``bnd[1]``) (NaN counted as 0),
     lag = ``bnd[2]`` + l < ``bnd[3]``, for every ``stride``-th t_i of post p whose ``flags``
-    have :data:`VALID` (``out_m[p]`` of them; NaN where x is)."""
+    have :data:`VALID` (``out_m[p]`` of them; NaN where x is, ``out_k[p, l]`` not NaN)."""
     n_post, T = x.shape
     lo = bnd[0]
     hi = bnd[-1]
@@ -517,6 +518,8 @@ def noise_deviations(
                     skip = stride
                 skip -= 1
         out_m[p] = m
+        for li in range(n_lags):
+            out_k[p, li] = 0
         for i in range(m):
             s = 0.0
             for u in range(ts[i] + bnd[0], ts[i] + bnd[1]):
@@ -524,7 +527,9 @@ def noise_deviations(
                 s += v if v == v else 0.0
             base = s / (bnd[1] - bnd[0])
             for li in range(n_lags):
-                out[p, li, i] = row[ts[i] + bnd[2] + li] - base
+                d = row[ts[i] + bnd[2] + li] - base
+                out[p, li, i] = d
+                out_k[p, li] += d == d
 
 
 @numba.njit(cache=True)

@@ -378,30 +378,33 @@ def trace_noise(x: np.ndarray, flags: np.ndarray, params: ExtractionParams) -> n
     batch = max(1, min(n_post, NOISE_BATCH_BYTES // (8 * n_lags * m_max)))
     dev = np.empty((batch, n_lags, m_max))
     m = np.empty(batch, dtype=np.int64)
+    k = np.empty((batch, n_lags), dtype=np.int64)
     out = np.empty(n_post)
     with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
         for p0 in range(0, n_post, batch):
             nb = min(batch, n_post - p0)
             averaging.noise_deviations(
-                x[p0 : p0 + nb], flags[p0 : p0 + nb], bnd, NOISE_STRIDE, dev[:nb], m[:nb]
+                x[p0 : p0 + nb], flags[p0 : p0 + nb], bnd, NOISE_STRIDE, dev[:nb], m[:nb], k[:nb]
             )
-            sds = pool.map(lambda i: _robust_sd(dev[i, :, : m[i]]), range(nb))
+            sds = pool.map(lambda i: _robust_sd(dev[i, :, : m[i]], k[i]), range(nb))
             out[p0 : p0 + nb] = list(sds)
     return out
 
 
-def _robust_sd(dev: np.ndarray) -> float:
-    """Median over rows (lags) of 1.4826 × the MAD of each row's finite values (rows with
-    fewer than 10 are left out; NaN if none is left)."""
-    k = np.count_nonzero(np.isfinite(dev), axis=1)
+def _robust_sd(dev: np.ndarray, k: np.ndarray) -> float:
+    """Median over rows (lags) of 1.4826 × the MAD of each row's ``k`` finite values (rows
+    with fewer than 10 are left out; NaN if none is left). Reorders and overwrites ``dev``
+    (partitions in place: no row-sized temporaries)."""
     sds = np.full(dev.shape[0], np.nan)
     for n in np.unique(k[k >= 10]):
         rows = k == n
-        sub = dev[rows]
+        sub = dev if rows.all() else dev[rows]
         # NaN sorts last: the n // 2-th of the row is the median of its finite values
-        med = np.partition(sub, n // 2, axis=1)[:, n // 2]
-        mad = np.partition(np.abs(sub - med[:, None]), n // 2, axis=1)[:, n // 2]
-        sds[rows] = 1.4826 * mad
+        sub.partition(n // 2, axis=1)
+        np.subtract(sub, sub[:, n // 2, None], out=sub)
+        np.abs(sub, out=sub)
+        sub.partition(n // 2, axis=1)
+        sds[rows] = 1.4826 * sub[:, n // 2]
     return float(np.nanmedian(sds)) if np.isfinite(sds).any() else float("nan")
 
 
