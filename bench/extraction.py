@@ -35,6 +35,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
@@ -188,17 +189,22 @@ def _copy(a: np.ndarray, b: np.ndarray) -> None:
             b[i] = a[i]
 
 
+def _median_time(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``run`` (already warmed up), s."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def copy_bandwidth(mbytes: int = 512, repeats: int = 5) -> float:
     """STREAM-like copy, two threads, arrays far beyond the caches: bytes moved per s."""
     a = np.ones(mbytes * 1024 * 1024 // 4, dtype=np.float32)
     b = np.zeros_like(a)
     _copy(a, b)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _copy(a, b)
-        times.append(time.perf_counter() - t)
-    return 2 * a.nbytes / float(np.median(times))
+    return 2 * a.nbytes / _median_time(lambda: _copy(a, b), repeats)
 
 
 def update_rate(repeats: int = 5) -> float:
@@ -213,12 +219,8 @@ def update_rate(repeats: int = 5) -> float:
     pre = (np.arange(n_spikes) % 4).astype(np.int64)
     row = (20 + np.arange(n_spikes) % 16).astype(np.int64)
     averaging.screen_kernel(q, acc, pre[:100], row[:100], bnd)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        averaging.screen_kernel(q, acc, pre, row, bnd)
-        times.append(time.perf_counter() - t)
-    return n_spikes * n_blocks * width * bnd.size / float(np.median(times))
+    seconds = _median_time(lambda: averaging.screen_kernel(q, acc, pre, row, bnd), repeats)
+    return n_spikes * n_blocks * width * bnd.size / seconds
 
 
 def pair_evaluation_rate(per_post: int, triggers_per_s: float, repeats: int = 5) -> float:
@@ -258,12 +260,7 @@ def pair_evaluation_rate(per_post: int, triggers_per_s: float, repeats: int = 5)
         )  # fmt: skip
 
     run()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return k * per * (1 + params.n_surrogates) / float(np.median(times))
+    return k * per * (1 + params.n_surrogates) / _median_time(run, repeats)
 
 
 # ---------------------------------------------------------------------------- runs

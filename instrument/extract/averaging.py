@@ -370,21 +370,15 @@ def pair_statistics(
 
 
 @numba.njit(cache=True)
-def _clear(row: np.ndarray, spikes: np.ndarray, before: int, after: int, keep: np.uint8) -> None:
-    """``row[s − before : s + after + 1] &= keep`` for every spike s (clipped to the row)."""
+def _mark(
+    row: np.ndarray, spikes: np.ndarray, before: int, after: int, keep: np.uint8, add: np.uint8
+) -> None:
+    """``row[t] = row[t] & keep | add`` for t from ``before`` samples before to ``after``
+    after every spike (clipped to the row)."""
     n = row.size
     for s in spikes:
         for t in range(max(0, s - before), min(n, s + after + 1)):
-            row[t] &= keep
-
-
-@numba.njit(cache=True)
-def _set(row: np.ndarray, spikes: np.ndarray, before: int, after: int, bit: np.uint8) -> None:
-    """``row[s − before : s + after + 1] |= bit`` for every spike s (clipped to the row)."""
-    n = row.size
-    for s in spikes:
-        for t in range(max(0, s - before), min(n, s + after + 1)):
-            row[t] |= bit
+            row[t] = row[t] & keep | add
 
 
 @numba.njit(cache=True, parallel=True)
@@ -414,9 +408,9 @@ def unit_flags(
         row = out[i]
         for t in range(n_dec):
             row[t] = OK | VALID | TESTED if ok[t] else 0
-        _clear(row, spikes, after, before, ~np.uint8(VALID))
-        _clear(row, spikes, test_after, before, ~np.uint8(TESTED))
-        _set(row, spikes, ev_hi - 1, -ev_lo, np.uint8(EVENT))
+        _mark(row, spikes, after, before, ~np.uint8(VALID), np.uint8(0))
+        _mark(row, spikes, test_after, before, ~np.uint8(TESTED), np.uint8(0))
+        _mark(row, spikes, ev_hi - 1, -ev_lo, ~np.uint8(0), np.uint8(EVENT))
 
 
 @numba.njit(cache=True, parallel=True)

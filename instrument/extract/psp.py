@@ -279,8 +279,9 @@ def trace_features(traces: np.ndarray, sign: np.ndarray, params: ExtractionParam
     rows = np.flatnonzero(np.isfinite(traces[:, idx]).all(axis=1)) if k else np.zeros(0, int)
     if rows.size == 0:
         return TraceFeatures(psp_v=psp, peak_latency_s=peak_lat, onset_latency_s=onset)
+    tr = traces[rows]
     # C order, so each row's mean sums in the same order as one row's own (bit for bit)
-    tr = traces[rows] - np.nanmean(np.ascontiguousarray(traces[rows][:, base]), axis=1)[:, None]
+    tr -= np.nanmean(np.ascontiguousarray(tr[:, base]), axis=1)[:, None]
     signed = tr * np.asarray(sign, dtype=np.float64)[rows, None]
     n = np.arange(rows.size)
     at = idx[np.argmax(signed[:, idx], axis=1)]
