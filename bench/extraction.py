@@ -275,12 +275,12 @@ def speed(channels: int, seconds: float, naive_pairs: int) -> None:
     print(f"# built in {time.perf_counter() - t:.0f} s: {n_spikes} spikes "
           f"({n_spikes / channels / seconds:.1f} Hz)", flush=True)  # fmt: skip
     params = load_params()
-    # warm up every kernel (numba compile/cache load) on a small slice
-    small = Recording(
-        traces=np.asarray(rec.traces[: int(4 * FS), :64]), sample_rate_hz=FS,
-        gain_v=rec.gain_v[:64], offset_v=rec.offset_v[:64], positions_m=rec.positions_m[:64],
-    )  # fmt: skip
-    extract(small, params, progress=False)
+    # warm up every kernel (numba compile or cache load) on a small array of the same kind:
+    # long enough for candidates and averages, so no stage compiles inside the timed run
+    small, _ = synthetic_array(128, 12.0, seed=2)
+    warm = extract(small, params, progress=False)
+    if warm.n_candidates == 0:
+        raise RuntimeError("the warm-up run found no candidates: some kernels were not compiled")
     bw = copy_bandwidth()
     rate = update_rate()
     t = time.perf_counter()
