@@ -77,8 +77,9 @@ class Scratch:
             self.path = Path(name)
             self.data = np.memmap(self.path, dtype=np.float32, mode="w+", shape=self.shape)
 
-    def write(self, first: int, block: np.ndarray) -> None:
-        self.data[:, first : first + block.shape[1]] = block
+    def block(self, first: int, n: int) -> np.ndarray:
+        """(C, n) view of decimated samples [first, first + n) of every channel, to write."""
+        return self.data[:, first : first + n]
 
     def rows(self, channels: np.ndarray) -> np.ndarray:
         """(len(channels), T) float32 copy of those channels' traces."""
@@ -903,8 +904,8 @@ def extract(
         )  # fmt: skip
         with bar:
             for i in range(plan.n_chunks):
-                r = raw.run(i)
-                scratch.write(r.start // plan.q, r.decimated_v)
+                start, stop = plan.bounds(i)
+                r = raw.run(i, scratch.block(start // plan.q, (stop - start) // plan.q))
                 r.decimated_v = np.zeros((0, 0), dtype=np.float32)
                 results.append(r)
                 bar.update()

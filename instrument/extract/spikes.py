@@ -442,8 +442,10 @@ class RawPass:
         self.wave_before = round(WAVEFORM_BEFORE_S * fs)
         self.wave_length = self.wave_before + round(WAVEFORM_AFTER_S * fs)
 
-    def run(self, index: int) -> ChunkResult:
-        """The raw-sample pass over chunk ``index``."""
+    def run(self, index: int, out: np.ndarray | None = None) -> ChunkResult:
+        """The raw-sample pass over chunk ``index``; its decimated traces go into ``out``
+        (C, (stop − start) / q) float32 when given (e.g. a view of the whole recording's
+        traces: no copy, no fresh memory), else into a new array."""
         plan, rec = self.plan, self.recording
         start, stop = plan.bounds(index)
         lo = max(0, start - plan.halo)
@@ -451,7 +453,10 @@ class RawPass:
         codes = read_rows(rec.traces, lo, hi, self._raw)
         lost = rec.gap_mask(lo, hi)
         n_ch = codes.shape[1]
-        out_dec = np.empty((n_ch, (stop - start) // plan.q), dtype=np.float32)
+        shape = (n_ch, (stop - start) // plan.q)
+        out_dec = np.empty(shape, dtype=np.float32) if out is None else np.asarray(out)
+        if out_dec.shape != shape or out_dec.dtype != np.float32:
+            raise ValueError(f"out must be float32 {shape}, not {out_dec.dtype} {out_dec.shape}")
         sp_n = np.zeros(n_ch, dtype=np.int64)
         rail = np.zeros(n_ch, dtype=np.int64)
         rise_sd = np.zeros(n_ch, dtype=np.float32)

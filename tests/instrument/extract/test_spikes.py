@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from instrument.extract.params import load_params
 from instrument.extract.pipeline import extract, lost_decimated, make_triggers, prepare, summarize
@@ -83,3 +84,24 @@ def test_a_recording_without_units_is_a_clear_error():
 
     with pytest.raises(ExtractionError, match="no units"):
         extract(rec, load_params(), progress=False)
+
+
+def test_decimated_traces_written_into_a_strided_view():
+    """The whole-recording scratch hands each chunk a (C, n) view with rows far apart: the
+    kernel fills it exactly as it fills a fresh array, and a wrong shape is refused."""
+    planted = planted_recording(n_neurons=4, duration_s=3.0, synapses=[], seed=5)
+    rec = planted.recording
+    params = load_params(chunk_s=0.5)
+    plan, fresh = _raw(rec, params)
+    rp = RawPass(rec, channel_calibration(rec), params, plan)
+    whole = np.full((rec.n_channels, plan.n_decimated + 3), -1.0, dtype=np.float32)
+    for i, r in enumerate(fresh):
+        start, stop = plan.bounds(i)
+        view = whole[:, start // plan.q : stop // plan.q]
+        got = rp.run(i, view)
+        assert np.shares_memory(got.decimated_v, whole)
+        np.testing.assert_array_equal(view, r.decimated_v)
+        np.testing.assert_array_equal(got.spike_sample, r.spike_sample)
+    assert np.all(whole[:, plan.n_decimated :] == -1.0)
+    with pytest.raises(ValueError, match="float32"):
+        rp.run(0, np.zeros((rec.n_channels, 7), dtype=np.float32))
