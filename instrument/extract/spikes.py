@@ -26,12 +26,16 @@ import numba
 import numpy as np
 
 from instrument.extract.params import ExtractionParams
+from instrument.extract.prefetch import prefetch
 from instrument.extract.quickselect import select_kth
 from instrument.extract.volts import ChannelCalibration
 from instrument.recording import Recording
 
 _BLOCK = 64
 """Channels processed together, time-major (a fixed width lets numba vectorise across them)."""
+
+_AHEAD = 16
+"""Rows of raw codes prefetched ahead of the conversion (each row is in a new page)."""
 
 WAVEFORM_BEFORE_S = 1e-3
 WAVEFORM_AFTER_S = 3e-3
@@ -178,11 +182,15 @@ def _convert(
     n_rail: np.ndarray,
     n_fill: np.ndarray,
 ) -> None:
-    """A full block: codes → volts, time-major, across channels (vectorised: width is fixed)."""
+    """A full block: codes → volts, time-major, across channels (vectorised: width is fixed),
+    with the codes :data:`_AHEAD` rows on prefetched."""
     n = codes.shape[0]
     g = gain[c0 : c0 + _BLOCK]
     o = offset[c0 : c0 + _BLOCK]
     for t in range(n):
+        if t + _AHEAD < n:
+            prefetch(codes, t + _AHEAD, c0)
+            prefetch(codes, t + _AHEAD, c0 + _BLOCK - 1)
         row = codes[t, c0 : c0 + _BLOCK]
         out = tile[t]
         lo = row[0]
