@@ -41,6 +41,7 @@ from instrument.extract.units import (
     merge_units,
 )
 from instrument.extract.volts import channel_calibration
+from instrument.extract.workspace import Workspace
 from instrument.recording import Recording
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,10 @@ class Scratch:
         """(C, n) view of decimated samples [first, first + n) of every channel, to write."""
         return self.data[:, first : first + n]
 
-    def rows(self, channels: np.ndarray) -> np.ndarray:
-        """(len(channels), T) float32 copy of those channels' traces."""
-        out = np.empty((len(channels), self.shape[1]), dtype=np.float32)
+    def rows(self, channels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(len(channels), T) float32 copy of those channels' traces (into ``out``)."""
+        if out is None:
+            out = np.empty((len(channels), self.shape[1]), dtype=np.float32)
         for i, c in enumerate(np.asarray(channels)):
             out[i] = self.data[int(c)]
         return out
@@ -303,14 +305,16 @@ class GroupResult:
     summed over candidate pairs): the least work of that stage."""
 
 
-def unit_flags(n_dec: int, inp: GroupInput, test_after: int) -> np.ndarray:
+def unit_flags(
+    n_dec: int, inp: GroupInput, test_after: int, work: Workspace | None = None
+) -> np.ndarray:
     """(len(posts), n_dec) uint8 :func:`averaging.unit_flags` of the group's post units:
     :data:`averaging.VALID` for the averages (no post spike from ``exclude_before_s``
     before to ``exclude_after_s`` after), :data:`averaging.TESTED` for the test (…to
     ``test_after`` decimated samples after), :data:`averaging.EVENT` (a post spike in the
     response window) and :data:`averaging.OK`."""
     params = inp.params
-    out = np.empty((inp.posts.size, n_dec), dtype=np.uint8)
+    out = (work or Workspace()).array("flags", (inp.posts.size, n_dec), np.uint8)
     averaging.unit_flags(
         n_dec, inp.posts.astype(np.int64), inp.spike_ptr.astype(np.int64),
         inp.spike_sample.astype(np.int64), inp.q, inp.triggers.ok,
@@ -320,12 +324,13 @@ def unit_flags(n_dec: int, inp: GroupInput, test_after: int) -> np.ndarray:
     return out
 
 
-def _without_own_spikes(x: np.ndarray, inp: GroupInput) -> np.ndarray:
+def _without_own_spikes(x: np.ndarray, inp: GroupInput, work: Workspace) -> np.ndarray:
     """The post traces for the screen: each unit's own spikes and the after-hyperpolarisation
     that follows (``exclude_before_s``) bridged by straight lines, as the candidates'
     trigger exclusion does for them."""
     params = inp.params
-    out = x.copy()
+    out = work.array("screen", x.shape, np.float32)
+    np.copyto(out, x)
     after = params.dec(params.exclude_before_s)
     for i, u in enumerate(inp.posts):
         s = inp.spike_sample[inp.spike_ptr[u] : inp.spike_ptr[u + 1]] // inp.q
@@ -362,7 +367,9 @@ def weight_trials(
     return out
 
 
-def trace_noise(x: np.ndarray, flags: np.ndarray, params: ExtractionParams) -> np.ndarray:
+def trace_noise(
+    x: np.ndarray, flags: np.ndarray, params: ExtractionParams, work: Workspace | None = None
+) -> np.ndarray:
     """(P,) single-trial SD of each post trace about its baseline mean, at a lag in the
     response window (robust: 1.4826 × MAD per lag, median over lags; NaN with fewer than
     10 samples), V: divided by √triggers it is the noise of a spike-triggered average of
@@ -377,7 +384,7 @@ def trace_noise(x: np.ndarray, flags: np.ndarray, params: ExtractionParams) -> n
     n_lags = int(bnd[-1] - bnd[2])
     m_max = n_dec // NOISE_STRIDE + 1
     batch = max(1, min(n_post, NOISE_BATCH_BYTES // (8 * n_lags * m_max)))
-    dev = np.empty((batch, n_lags, m_max))
+    dev = (work or Workspace()).array("noise", (batch, n_lags, m_max), np.float64)
     m = np.empty(batch, dtype=np.int64)
     k = np.empty((batch, n_lags), dtype=np.int64)
     out = np.empty(n_post)
@@ -416,12 +423,14 @@ NOISE_BATCH_BYTES = 64 << 20
 """Memory for the noise samples of a batch of post units (:func:`trace_noise`)."""
 
 
-def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
+def analyse_group(x: np.ndarray, inp: GroupInput, work: Workspace | None = None) -> GroupResult:
     """Screen all pre units against this group of post units, then test the candidates.
 
-    ``x`` (len(posts), T) float32: the post units' decimated subthreshold traces.
+    ``x`` (len(posts), T) float32: the post units' decimated subthreshold traces; ``work``
+    holds the large arrays from one group to the next (nothing in the result refers to it).
     """
     params = inp.params
+    work = work or Workspace()
     clock = time.perf_counter()
     n_post, n_dec = x.shape
     bnd = np.asarray(params.boundaries(), dtype=np.int64)
@@ -432,11 +441,13 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     n_pre = pres.size
     # ---- screen: boundary sums for every (pre, post), segment by segment
     n_blocks = max(1, math.ceil(n_post / averaging.WIDTH))
-    acc = np.zeros((n_blocks, n_pre, bnd.size, averaging.WIDTH), dtype=np.float32)
+    acc = work.zeros("acc", (n_blocks, n_pre, bnd.size, averaging.WIDTH), np.float32)
     visits = inp.visits
     halo = int(max(-bnd[0], bnd[-1])) + 1
-    qb = np.empty((n_blocks, visits.segment + 2 * halo + 1, averaging.WIDTH), dtype=np.float32)
-    x_screen = _without_own_spikes(x, inp)
+    qb = work.array(
+        "prefix", (n_blocks, visits.segment + 2 * halo + 1, averaging.WIDTH), np.float32
+    )
+    x_screen = _without_own_spikes(x, inp, work)
     if params.whiten_order > 0:
         # model and weigh the noise where the test reads it (not in bursts or gaps)
         averaging.whiten(x_screen, params.whiten_order, trig.ok, x_screen)
@@ -452,7 +463,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
     n_updates = visits.n_spikes * n_post * int(bnd.size)
     n_trig = trig.n_ok[pres]
     c_pre, c_post, screen_best = psp.screen_candidates(
-        acc, n_trig, bnd, windows, pres, inp.posts, params
+        acc, n_trig, bnd, windows, pres, inp.posts, params, work
     )
     enough = n_trig >= params.min_triggers
     n_tested = int(enough.sum()) * n_post - int(np.isin(inp.posts, pres[enough]).sum())
@@ -466,7 +477,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         tested, test_after = x_screen, min(int(bnd[-1]), params.dec(params.exclude_after_s))
     else:
         tested, test_after = x, params.dec(params.exclude_after_s)
-    flags = unit_flags(n_dec, inp, test_after)
+    flags = unit_flags(n_dec, inp, test_after, work)
     k = c_pre.size
     mean = np.zeros((k, n_bins))
     sd = np.zeros((k, n_bins))
@@ -514,7 +525,7 @@ def analyse_group(x: np.ndarray, inp: GroupInput) -> GroupResult:
         )  # fmt: skip
         traces[keep] = out
         tgain[keep] = out_gain
-    noise = trace_noise(x, flags, params)
+    noise = trace_noise(x, flags, params, work)
     timings["averages_s"] = time.perf_counter() - clock
     return GroupResult(
         posts=inp.posts,
@@ -918,13 +929,17 @@ def extract(
         reserved = scratch_bytes if in_memory else 0
         size = group_size(plan.n_decimated, prep.pres.size, params, reserved)
         groups = []
+        work = Workspace()
         n_groups = math.ceil(prep.posts.size / size)
         with tqdm(
             total=n_groups, desc="extract: pairs", unit="group", disable=not progress, leave=False
         ) as bar:
             for posts, inp in group_inputs(prep, recording, params, size):
-                x = scratch.rows(prep.units.best[posts])
-                groups.append(analyse_group(x, inp))
+                channels = prep.units.best[posts]
+                x = scratch.rows(
+                    channels, work.array("x", (posts.size, plan.n_decimated), np.float32)
+                )
+                groups.append(analyse_group(x, inp, work))
                 bar.update()
         timings["pairs_s"] = time.perf_counter() - t2
     finally:

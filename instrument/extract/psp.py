@@ -45,6 +45,7 @@ from scipy.special import erfc
 from scipy.stats import chi2
 
 from instrument.extract.params import ExtractionParams
+from instrument.extract.workspace import Workspace
 
 KIND_EXCITATORY = 0
 KIND_INHIBITORY = 1
@@ -131,6 +132,7 @@ def screen_candidates(
     pre_units: np.ndarray,
     post_units: np.ndarray,
     params: ExtractionParams,
+    work: Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pre index, post index, screen |z|) of the candidate pairs, sorted by (post, pre).
 
@@ -147,7 +149,9 @@ def screen_candidates(
     cap = params.max_candidates_per_post
     allowed = np.flatnonzero(n_trig >= params.min_triggers).astype(np.int64)
     position = {int(u): int(i) for i, u in zip(allowed, pre_units[allowed], strict=True)}
-    y = np.empty((width, windows.shape[0], allowed.size))
+    y = (work or Workspace()).array(
+        "responses", (width, windows.shape[0], allowed.size), np.float64
+    )
     n_trig = n_trig.astype(np.int64)
     pres = [np.zeros(0, dtype=np.int64)] * n_post
     zs = [np.zeros(0)] * n_post

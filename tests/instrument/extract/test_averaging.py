@@ -18,6 +18,7 @@ from instrument.extract.pipeline import (
 )
 from instrument.extract.spikes import RawPass, plan_chunks
 from instrument.extract.volts import channel_calibration
+from instrument.extract.workspace import Workspace
 
 
 def test_screen_kernel_equals_naive_window_sums():
@@ -76,9 +77,11 @@ def test_results_do_not_depend_on_how_post_units_are_grouped(planted):
     whole = [analyse_group(dec[prep.units.best[p]], inp)
              for p, inp in group_inputs(prep, rec, params, 64)]  # fmt: skip
     assert len(whole) == 1
-    split = [analyse_group(dec[prep.units.best[p]], inp)
+    # the groups share one workspace, as in extract(): no result may point into it
+    work = Workspace()
+    split = [analyse_group(dec[prep.units.best[p]], inp, work)
              for p, inp in group_inputs(prep, rec, params, 7)]  # fmt: skip
-    assert len(split) > 1
+    assert len(split) > 1 and work.nbytes > 0
     for name in ("pre", "post", "mean", "sd", "null_mean", "null_sd", "p", "trace_sd_v"):
         a = getattr(whole[0], name)
         b = np.concatenate([getattr(g, name) for g in split])
@@ -217,3 +220,15 @@ def test_trace_noise_is_the_median_over_lags_of_each_lags_robust_sd():
         want = np.nanmedian(sds) if np.isfinite(sds).any() else np.nan
         np.testing.assert_allclose(got[p], want, rtol=1e-12)
     assert np.isnan(got[3]) and np.isfinite(got[:3]).all()
+
+
+def test_workspace_reuses_its_buffers_and_grows_when_asked_for_more():
+    work = Workspace()
+    a = work.array("x", (4, 8), np.float32)
+    assert a.shape == (4, 8) and a.dtype == np.float32 and a.flags.c_contiguous
+    b = work.array("x", (2, 8), np.float64)  # 128 bytes fit the 128 held: same memory
+    assert np.shares_memory(a, b)
+    c = work.zeros("x", (4, 9), np.float32)  # more than held: a new, larger buffer
+    assert not np.shares_memory(a, c) and not c.any()
+    assert work.nbytes == c.nbytes
+    assert not np.shares_memory(work.array("y", (4, 8), np.float32), c)

@@ -1,0 +1,40 @@
+"""Buffers an extraction keeps from one group of post units to the next.
+
+Each group needs the same large arrays (its traces, their bridged copy, flags,
+accumulators: ~0.6 GB for 832 post units of a 60-s recording). Fresh memory is slow to
+fault in — on the virtual machines we run on, up to ~2 s/GB the first time the process
+touches it, as the host backs each page — so an extraction allocates them once and every
+group reuses them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Workspace:
+    """Named scratch arrays, grown on demand and reused (contents are not kept)."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` (uninitialised) in the buffer
+        ``name``; the buffer grows when it is too small."""
+        dtype = np.dtype(dtype)
+        need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        flat = self._flat.get(name)
+        if flat is None or flat.size < need:
+            flat = np.empty(need, dtype=np.uint8)
+            self._flat[name] = flat
+        return flat[:need].view(dtype).reshape(shape)
+
+    def zeros(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+        """:meth:`array` filled with zeros."""
+        out = self.array(name, shape, dtype)
+        out.fill(0)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._flat.values())
