@@ -31,7 +31,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from instrument.extract.quickselect import select_kth
+from instrument.extract.quickselect import kth_finite, select_kth
 
 WIDTH = 64
 """Post units per block of the all-pairs kernel (a fixed width numba vectorises)."""
@@ -524,6 +524,32 @@ def noise_deviations(
                 d = row[ts[i] + bnd[2] + li] - base
                 out[p, li, i] = d
                 out_k[p, li] += d == d
+
+
+@numba.njit(cache=True, parallel=True)
+def noise_sd(dev: np.ndarray, m: np.ndarray, k: np.ndarray, out: np.ndarray) -> None:
+    """``out[p]``: the median over lags of 1.4826 × the MAD of each lag's finite samples
+    ``dev[p, l, :m[p]]`` (``k[p, l]`` of them; lags with fewer than 10 left out; NaN if
+    none is left) — as numpy's ``median`` of the per-lag values, each selected exactly
+    (:func:`~instrument.extract.quickselect.kth_finite`)."""
+    n_post, n_lags, _ = dev.shape
+    for p in numba.prange(n_post):
+        buf = np.empty(max(1, m[p]))
+        sds = np.empty(n_lags)
+        n = 0
+        for li in range(n_lags):
+            kk = k[p, li]
+            if kk < 10:
+                continue
+            row = dev[p, li, : m[p]]
+            center = kth_finite(row, kk, kk // 2, 0.0, False, buf)
+            sds[n] = 1.4826 * kth_finite(row, kk, kk // 2, center, True, buf)
+            n += 1
+        if n == 0:
+            out[p] = np.nan
+            continue
+        sds[:n].sort()
+        out[p] = sds[n // 2] if n % 2 else (sds[n // 2 - 1] + sds[n // 2]) / 2
 
 
 @numba.njit(cache=True)

@@ -21,12 +21,10 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
 from instrument.extract import averaging, psp
@@ -374,9 +372,8 @@ def trace_noise(
     response window (robust: 1.4826 × MAD per lag, median over lags; NaN with fewer than
     10 samples), V: divided by √triggers it is the noise of a spike-triggered average of
     that trace. Samples come from :func:`averaging.noise_deviations` (every
-    :data:`NOISE_STRIDE`-th valid trigger time), a batch of post units at a time; the
-    medians are numpy's partitions (vectorised, several times a scalar quickselect), one
-    post unit per thread."""
+    :data:`NOISE_STRIDE`-th valid trigger time), a batch of post units at a time, and
+    :func:`averaging.noise_sd` selects the medians (one post unit per thread)."""
     n_post, n_dec = x.shape
     first, last = params.response_edges_s[0], params.response_edges_s[-1]
     times = (params.baseline_start_s, params.baseline_end_s, first, last)
@@ -388,32 +385,13 @@ def trace_noise(
     m = np.empty(batch, dtype=np.int64)
     k = np.empty((batch, n_lags), dtype=np.int64)
     out = np.empty(n_post)
-    with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
-        for p0 in range(0, n_post, batch):
-            nb = min(batch, n_post - p0)
-            averaging.noise_deviations(
-                x[p0 : p0 + nb], flags[p0 : p0 + nb], bnd, NOISE_STRIDE, dev[:nb], m[:nb], k[:nb]
-            )
-            sds = pool.map(lambda i: _robust_sd(dev[i, :, : m[i]], k[i]), range(nb))
-            out[p0 : p0 + nb] = list(sds)
+    for p0 in range(0, n_post, batch):
+        nb = min(batch, n_post - p0)
+        averaging.noise_deviations(
+            x[p0 : p0 + nb], flags[p0 : p0 + nb], bnd, NOISE_STRIDE, dev[:nb], m[:nb], k[:nb]
+        )
+        averaging.noise_sd(dev[:nb], m[:nb], k[:nb], out[p0 : p0 + nb])
     return out
-
-
-def _robust_sd(dev: np.ndarray, k: np.ndarray) -> float:
-    """Median over rows (lags) of 1.4826 × the MAD of each row's ``k`` finite values (rows
-    with fewer than 10 are left out; NaN if none is left). Reorders and overwrites ``dev``
-    (partitions in place: no row-sized temporaries)."""
-    sds = np.full(dev.shape[0], np.nan)
-    for n in np.unique(k[k >= 10]):
-        rows = k == n
-        sub = dev if rows.all() else dev[rows]
-        # NaN sorts last: the n // 2-th of the row is the median of its finite values
-        sub.partition(n // 2, axis=1)
-        np.subtract(sub, sub[:, n // 2, None], out=sub)
-        np.abs(sub, out=sub)
-        sub.partition(n // 2, axis=1)
-        sds[rows] = 1.4826 * sub[:, n // 2]
-    return float(np.nanmedian(sds)) if np.isfinite(sds).any() else float("nan")
 
 
 NOISE_STRIDE = 7
