@@ -36,7 +36,6 @@ and one wide window over all bins but the last (where PSPs peak).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -45,6 +44,7 @@ from scipy.special import erfc
 from scipy.stats import chi2
 
 from instrument.extract.params import ExtractionParams
+from instrument.extract.quickselect import kth_finite
 from instrument.extract.workspace import Workspace
 
 KIND_EXCITATORY = 0
@@ -109,19 +109,28 @@ def screen_responses(
                 out[c, r, k] = (mean - base) * np.sqrt(n)
 
 
-def _screen_scores(y: np.ndarray, m: int) -> np.ndarray:
-    """(K,) largest |z| over windows of each pre unit, from one post unit's responses ``y``
-    (R, K) with ``m`` finite per window (NaN sorts last in a partition): z against the
-    window's median and 1.4826 × MAD (0 where the spread is 0, and for NaN)."""
-    kth = m // 2
-    center = np.partition(y, kth, axis=1)[:, kth]
-    dev = np.abs(y - center[:, None])
-    spread = 1.4826 * np.partition(dev, kth, axis=1)[:, kth]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = dev / spread[:, None]
-    z[~(spread > 0)] = 0.0
-    z[np.isnan(z)] = 0.0
-    return z.max(axis=0)
+@numba.njit(cache=True, parallel=True)
+def _screen_scores(y: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
+    """``out[c, k]``: largest |z| over windows of pre unit k for lane c, from the lane's
+    responses ``y[c]`` (R, K), ``m[c]`` of them not NaN per window: z against the window's
+    median and 1.4826 × MAD (0 where the spread is 0, and for NaN). Medians selected
+    exactly (:func:`~instrument.extract.quickselect.kth_finite`), one lane per thread."""
+    lanes, n_win, n_pre = y.shape
+    for c in numba.prange(lanes):
+        buf = np.empty(n_pre)
+        best = out[c]
+        best[:] = 0.0
+        mc = m[c]
+        for r in range(n_win):
+            row = y[c, r]
+            center = kth_finite(row, mc, mc // 2, 0.0, False, buf)
+            spread = 1.4826 * kth_finite(row, mc, mc // 2, center, True, buf)
+            if not spread > 0:
+                continue
+            for k in range(n_pre):
+                z = abs(row[k] - center) / spread
+                if z > best[k]:  # NaN never is
+                    best[k] = z
 
 
 def screen_candidates(
@@ -141,43 +150,37 @@ def screen_candidates(
     post unit: responses (:func:`screen_responses`) to every allowed pre unit (enough
     triggers, not itself), their robust centre and spread (median, 1.4826 × MAD) per
     window, z; pre units whose largest |z| reaches ``screen_z`` are candidates with that
-    |z| (at most ``max_candidates_per_post``, the strongest). The medians are numpy's
-    partitions (vectorised: several times a scalar quickselect), one post unit per thread.
+    |z| (at most ``max_candidates_per_post``, the strongest); :func:`_screen_scores`.
     """
     n_post = post_units.size
     width = acc.shape[3]
     cap = params.max_candidates_per_post
     allowed = np.flatnonzero(n_trig >= params.min_triggers).astype(np.int64)
     position = {int(u): int(i) for i, u in zip(allowed, pre_units[allowed], strict=True)}
-    y = (work or Workspace()).array(
-        "responses", (width, windows.shape[0], allowed.size), np.float64
-    )
+    work = work or Workspace()
+    y = work.array("responses", (width, windows.shape[0], allowed.size), np.float64)
+    scores = work.array("scores", (width, allowed.size), np.float64)
     n_trig = n_trig.astype(np.int64)
     pres = [np.zeros(0, dtype=np.int64)] * n_post
     zs = [np.zeros(0)] * n_post
-
-    def lane(c: int, first: int, own: int) -> None:
+    for blk in range(acc.shape[0]):
+        first = blk * width
+        lanes = min(width, n_post - first)
+        own = np.array(
+            [position.get(int(u), -1) for u in post_units[first : first + lanes]],
+            dtype=np.int64,
+        )
+        screen_responses(acc[blk], n_trig, bnd, windows, allowed, own, y[:lanes])
         m = allowed.size - (own >= 0)
-        if m < 8:
-            return
-        score = _screen_scores(y[c], m)
-        hits = np.flatnonzero(score >= params.screen_z)
-        if hits.size > cap:
-            order = np.argsort(-score[hits], kind="mergesort")[:cap]
-            hits = np.sort(hits[order])
-        pres[first + c] = allowed[hits]
-        zs[first + c] = score[hits]
-
-    with ThreadPoolExecutor(max(1, numba.get_num_threads())) as pool:
-        for blk in range(acc.shape[0]):
-            first = blk * width
-            lanes = min(width, n_post - first)
-            own = np.array(
-                [position.get(int(u), -1) for u in post_units[first : first + lanes]],
-                dtype=np.int64,
-            )
-            screen_responses(acc[blk], n_trig, bnd, windows, allowed, own, y[:lanes])
-            list(pool.map(lane, range(lanes), [first] * lanes, own))
+        _screen_scores(y[:lanes], m, scores[:lanes])
+        for c in np.flatnonzero(m >= 8):
+            score = scores[c]
+            hits = np.flatnonzero(score >= params.screen_z)
+            if hits.size > cap:
+                order = np.argsort(-score[hits], kind="mergesort")[:cap]
+                hits = np.sort(hits[order])
+            pres[first + c] = allowed[hits]
+            zs[first + c] = score[hits]
     posts = np.repeat(np.arange(n_post, dtype=np.int64), [p.size for p in pres])
     return np.concatenate(pres).astype(np.int64), posts, np.concatenate(zs)
 
