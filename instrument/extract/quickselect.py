@@ -148,3 +148,50 @@ def kth_finite(
             buf[kept] = v
             kept += 1
     return select_kth(buf, kept, kth)
+
+
+@numba.njit(cache=True)
+def column_medians(values: np.ndarray, out: np.ndarray, counts: np.ndarray) -> None:
+    """``out[j]``: the ``counts[j] // 2``-th smallest of the values of column j of
+    ``values`` (R, L) float32 that are not NaN (``counts[j]`` of them, written here), as a
+    quickselect of those values returns it; NaN where a column has none.
+
+    All L columns at once, vectorised across them: each value's bits become an integer
+    key in the order of the floats, and 32 counting passes bisect the key of every
+    column's median (a few thousand values: ~10× a quickselect per column).
+    """
+    rows, lanes = values.shape
+    keys = np.empty((rows, lanes), dtype=np.int32)
+    bits = values.view(np.int32)
+    for j in range(lanes):
+        counts[j] = 0
+    for i in range(rows):
+        for j in range(lanes):
+            b = bits[i, j]
+            finite = values[i, j] == values[i, j]
+            keys[i, j] = (b ^ ((b >> 31) & 0x7FFFFFFF)) if finite else 0x7FFFFFFF
+            counts[j] += finite
+    lo = np.full(lanes, -(2**31), dtype=np.int64)
+    hi = np.full(lanes, 2**31 - 1, dtype=np.int64)
+    mid = np.empty(lanes, dtype=np.int32)
+    below = np.empty(lanes, dtype=np.int32)
+    for _ in range(32):
+        for j in range(lanes):
+            mid[j] = (lo[j] + hi[j]) >> 1
+            below[j] = 0
+        for i in range(rows):
+            row = keys[i]
+            for j in range(lanes):
+                below[j] += np.int32(row[j] <= mid[j])
+        for j in range(lanes):
+            if below[j] > counts[j] // 2:
+                hi[j] = mid[j]
+            else:
+                lo[j] = mid[j] + 1
+    found = np.empty(lanes, dtype=np.int32)
+    for j in range(lanes):
+        k = np.int32(lo[j])
+        found[j] = k ^ ((k >> 31) & 0x7FFFFFFF)
+    medians = found.view(np.float32)
+    for j in range(lanes):
+        out[j] = medians[j] if counts[j] > 0 else np.nan

@@ -27,7 +27,7 @@ import numpy as np
 
 from instrument.extract.params import ExtractionParams
 from instrument.extract.prefetch import prefetch
-from instrument.extract.quickselect import select_kth
+from instrument.extract.quickselect import column_medians, select_kth
 from instrument.extract.volts import ChannelCalibration
 from instrument.recording import Recording
 
@@ -116,15 +116,6 @@ class ChunkResult:
     waveform_sum_v: np.ndarray
     """(C, L) float32 sum over the chunk's spikes of each channel's raw waveform around its
     spike peaks (``WAVEFORM_BEFORE_S`` before to ``WAVEFORM_AFTER_S`` after), V."""
-
-
-@numba.njit(cache=True)
-def _robust_sd(sub: np.ndarray, m: int) -> float:
-    """1.4826 × median absolute deviation of ``sub[:m]`` (reorders it)."""
-    med = select_kth(sub, m, m // 2)
-    for i in range(m):
-        sub[i] = abs(sub[i] - med)
-    return 1.4826 * select_kth(sub, m, m // 2)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -264,27 +255,29 @@ def _block(
             for j in range(width):
                 if lost[t] or (is_int and codes[t, c0 + j] == -32768):
                     tile[t, j] = np.nan
-    # robust SD of the rise, per channel, from rises every 4k samples (nearly independent)
+    # robust SD of the rise, per channel, from rises every 4k samples (nearly independent):
+    # 1.4826 × the median absolute deviation, all channels of the block at once
     step = 4 * k
     m_rows = max(0, (n - 1) // step)
-    rises = np.empty((_BLOCK, m_rows), dtype=np.float32)
+    rises = np.empty((m_rows, _BLOCK), dtype=np.float32)
     for i in range(m_rows):
         now = tile[(i + 1) * step]
         before = tile[(i + 1) * step - k]
         for j in range(_BLOCK):
-            rises[j, i] = now[j] - before[j]
+            rises[i, j] = now[j] - before[j]
+    med = np.empty(_BLOCK, dtype=np.float32)
+    mad = np.empty(_BLOCK, dtype=np.float32)
+    m = np.empty(_BLOCK, dtype=np.int64)
+    column_medians(rises, med, m)
+    for i in range(m_rows):
+        for j in range(_BLOCK):
+            rises[i, j] = abs(rises[i, j] - med[j])
+    column_medians(rises, mad, m)
     thr = np.empty(_BLOCK, dtype=np.float32)
     for j in range(_BLOCK):
         thr[j] = np.inf
     for j in range(width):
-        sub = rises[j]
-        m = 0
-        for i in range(m_rows):
-            d = sub[i]
-            if d == d:
-                sub[m] = d
-                m += 1
-        sd = np.float32(_robust_sd(sub, m)) if m > 8 else np.float32(0.0)
+        sd = np.float32(1.4826 * mad[j]) if m[j] > 8 else np.float32(0.0)
         rise_sd[c0 + j] = sd
         if sd > 0:
             thr[j] = threshold * sd
