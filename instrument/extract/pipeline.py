@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from instrument.extract import averaging, psp
@@ -467,10 +468,11 @@ def analyse_group(x: np.ndarray, inp: GroupInput, work: Workspace | None = None)
     post_ptr = np.searchsorted(c_post, np.arange(n_post + 1)).astype(np.int64)
     if k:
         j_max = params.dec(params.jitter_s)
-        jitters = averaging.jitter_table(
-            params.seed, trig.ptr, np.unique(pre_units), params.n_surrogates,
-            params.dec(params.jitter_min_s), j_max,
-        )  # fmt: skip
+        # every presynaptic unit's: the same table for every group
+        jitters = work.kept("jitters", lambda: averaging.jitter_table(
+            params.seed, trig.ptr, pres, params.n_surrogates, params.dec(params.jitter_min_s),
+            j_max,
+        ))  # fmt: skip
         averaging.pair_statistics(
             tested, flags, post_ptr, pre_units.astype(np.int64),
             trig.ptr, trig.t, bnd, windows, jitters, j_max,
@@ -532,7 +534,9 @@ def analyse_group(x: np.ndarray, inp: GroupInput, work: Workspace | None = None)
 
 
 def group_size(n_dec: int, n_pre: int, params: ExtractionParams, reserved: int) -> int:
-    """Post units per group so that a group's arrays fit the budget left after ``reserved``."""
+    """Post units per group so that a group's arrays fit the budget left after ``reserved``,
+    and one block of :data:`averaging.WIDTH` per thread at most: larger groups only make
+    the all-pairs accumulators spill further out of the caches, and add fresh memory."""
     per_post = n_dec * (4 + 8 + 1 + 1) + n_pre * len(params.boundaries()) * 4 * 2
     seg = params.dec(SEGMENT_S) + 64
     per_post += seg * 4
@@ -544,7 +548,7 @@ def group_size(n_dec: int, n_pre: int, params: ExtractionParams, reserved: int) 
             f"memory_budget_bytes {params.memory_budget_bytes} is too small for this "
             f"recording: need at least {need} (raise it, or shorten chunk_s)"
         )
-    return int(size)
+    return int(min(size, averaging.WIDTH * max(1, numba.get_num_threads())))
 
 
 # ------------------------------------------------------------------------- result

@@ -9,14 +9,26 @@ group reuses them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
 class Workspace:
-    """Named scratch arrays, grown on demand and reused (contents are not kept)."""
+    """Named scratch arrays, grown on demand and reused (contents are not kept), and tables
+    computed once per extraction (:meth:`kept`)."""
 
     def __init__(self) -> None:
         self._flat: dict[str, np.ndarray] = {}
+        self._kept: dict[str, np.ndarray] = {}
+
+    def kept(self, name: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """The table ``name``, made by ``make()`` the first time it is asked for and kept:
+        only for what is the same for every group of one extraction (a workspace serves
+        one extraction)."""
+        if name not in self._kept:
+            self._kept[name] = make()
+        return self._kept[name]
 
     def array(self, name: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
         """A C-contiguous array of ``shape`` and ``dtype`` (uninitialised) in the buffer
@@ -37,4 +49,4 @@ class Workspace:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._flat.values())
+        return sum(a.nbytes for a in (*self._flat.values(), *self._kept.values()))

@@ -4,6 +4,7 @@ trace noise; grouping independence."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from instrument.extract import averaging, psp
 from instrument.extract.averaging import EVENT, OK, TESTED, VALID
@@ -232,3 +233,17 @@ def test_workspace_reuses_its_buffers_and_grows_when_asked_for_more():
     assert not np.shares_memory(a, c) and not c.any()
     assert work.nbytes == c.nbytes
     assert not np.shares_memory(work.array("y", (4, 8), np.float32), c)
+
+
+def test_group_size_fits_the_budget_and_keeps_one_block_per_thread():
+    import numba
+
+    from instrument.extract.pipeline import ExtractionError, group_size
+
+    n_dec, n_pre = 60_000, 4096
+    cap = averaging.WIDTH * numba.get_num_threads()
+    assert group_size(n_dec, n_pre, load_params(), 0) == cap  # 2 GB would hold far more
+    small = load_params(memory_budget_bytes=100 * 1_200_000)  # ~1.2 MB per post unit
+    assert group_size(n_dec, n_pre, small, 0) == averaging.WIDTH
+    with pytest.raises(ExtractionError, match="too small"):
+        group_size(n_dec, n_pre, small, reserved=small.memory_budget_bytes)
