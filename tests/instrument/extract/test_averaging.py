@@ -247,3 +247,55 @@ def test_group_size_fits_the_budget_and_keeps_one_block_per_thread():
     assert group_size(n_dec, n_pre, small, 0) == averaging.WIDTH
     with pytest.raises(ExtractionError, match="too small"):
         group_size(n_dec, n_pre, small, reserved=small.memory_budget_bytes)
+
+
+def test_screen_candidates_match_a_direct_median_and_mad_per_window():
+    """The screen's z (compiled, selection by counting) against numpy: for each post unit
+    and window, the responses' median and 1.4826 × MAD over the allowed pre units (not
+    itself), |z| at most over windows, the strongest ``max_candidates_per_post`` kept."""
+    params = load_params(screen_z=2.5, max_candidates_per_post=7)
+    rng = np.random.default_rng(11)
+    bnd = np.asarray(params.boundaries(), dtype=np.int64)
+    windows = np.asarray(params.windows(), dtype=np.int64)
+    n_pre, n_post, width = 600, 70, averaging.WIDTH
+    n_blocks = -(-n_post // width)
+    acc = np.cumsum(rng.standard_normal((n_blocks, n_pre, bnd.size, width)), axis=2)
+    acc = acc.astype(np.float32)
+    n_trig = rng.integers(10, 400, n_pre)
+    pre_units = np.arange(n_pre) * 2  # unit ids
+    post_units = np.arange(n_post) * 3  # every other post unit is also a pre unit
+    got_pre, got_post, got_z = psp.screen_candidates(
+        acc, n_trig, bnd, windows, pre_units, post_units, params
+    )
+    allowed = np.flatnonzero(n_trig >= params.min_triggers)
+    want_pre, want_post, want_z = [], [], []
+    for p, unit in enumerate(post_units):
+        a = acc[p // width, :, :, p % width].astype(np.float64)[allowed]
+        n = n_trig[allowed].astype(np.float64)
+        base = (a[:, 1] - a[:, 0]) / ((bnd[1] - bnd[0]) * n)
+        y = np.stack(
+            [((a[:, hi] - a[:, lo]) / ((bnd[hi] - bnd[lo]) * n) - base) * np.sqrt(n)
+             for lo, hi in windows]
+        )  # fmt: skip
+        own = pre_units[allowed] == unit
+        y[:, own] = np.nan
+        best = np.zeros(allowed.size)
+        for row in y:
+            finite = row[np.isfinite(row)]
+            k = finite.size // 2
+            center = np.partition(finite, k)[k]
+            spread = 1.4826 * np.partition(np.abs(finite - center), k)[k]
+            if spread > 0:
+                z = np.abs(row - center) / spread
+                best = np.where(z > best, z, best)
+        hits = np.flatnonzero(best >= params.screen_z)
+        if hits.size > params.max_candidates_per_post:
+            order = np.argsort(-best[hits], kind="mergesort")[: params.max_candidates_per_post]
+            hits = np.sort(hits[order])
+        want_pre += list(allowed[hits])
+        want_post += [p] * hits.size
+        want_z += list(best[hits])
+    assert len(want_pre) > n_post  # the test sees candidates, and caps
+    np.testing.assert_array_equal(got_pre, want_pre)
+    np.testing.assert_array_equal(got_post, want_post)
+    np.testing.assert_array_equal(got_z, want_z)
