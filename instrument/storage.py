@@ -352,13 +352,28 @@ class SessionWriter:
             raise self._failed(exc, "log write") from exc
 
     def flush(self) -> None:
-        """Make everything written so far visible to SWMR readers (and durable)."""
+        """Make everything written so far visible to SWMR readers (and durable), and let the
+        operating system drop the file's pages that already reached the disk."""
         self._guard("flush")
         try:
             self._file.flush()
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc, "flush") from exc
         self.rows_flushed = self.n_samples
+        self._release_page_cache()
+
+    def _release_page_cache(self) -> None:
+        """Start writing back the file's dirty pages and drop its clean ones (a hint; no
+        wait). A recording is written once and read later: left cached, it grows the page
+        cache by ~50 MB/s into memory the process has not touched, which on a virtual
+        machine costs seconds per GB to fault in — enough to hold the writer below the
+        data rate. Dropped as it goes, the cache recycles the same pages (3 GB written in
+        8 MB blocks on the development VM: 132 MB/s cached, 820 MB/s dropped each 256 MB)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            fd = self._file.id.get_vfd_handle()
+            os.posix_fadvise(int(fd), 0, 0, os.POSIX_FADV_DONTNEED)
 
     # --- closing ---------------------------------------------------------------------------
     def close(

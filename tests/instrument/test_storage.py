@@ -137,3 +137,30 @@ def test_disk_full_detection():
     assert is_disk_full(OSError(28, "No space left on device"))
     assert is_disk_full(RuntimeError("flush failed ... errno = 28, error message = ..."))
     assert not is_disk_full(OSError(13, "Permission denied"))
+
+
+def test_each_flush_lets_the_os_drop_the_files_cached_pages(tmp_path, monkeypatch):
+    """A recording left in the page cache grows it into fresh memory, which on a virtual
+    machine can hold the writer below the data rate: every flush advises the kernel to
+    write the file back and drop it (the file's own descriptor, the whole file), and a
+    refused advice is not an error."""
+    import os
+
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda *a: calls.append(a), raising=False)
+    path = tmp_path / "s.h5"
+    writer = SessionWriter(path, make_info(), chunk_samples=16)
+    fd = writer._file.id.get_vfd_handle()
+    writer.write(0, np.ones((16, 8), dtype=np.int16))
+    writer.flush()
+    assert calls == [(fd, 0, 0, os.POSIX_FADV_DONTNEED)]
+
+    def refuse(*_):
+        raise OSError("not supported here")
+
+    monkeypatch.setattr(os, "posix_fadvise", refuse)
+    writer.write(16, np.full((16, 8), 2, dtype=np.int16))
+    writer.flush()
+    writer.close(stop_reason="requested")
+    with open_hdf5_recording(path) as rec:
+        assert rec.n_samples == 32 and rec.traces[20, 3] == 2
