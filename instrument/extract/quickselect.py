@@ -100,8 +100,8 @@ def kth_finite(
 ) -> float:
     """The ``kth`` smallest (from 0) of the values v of ``a`` that are not NaN (1-D; v =
     ``a``, or ``|a − center|`` when ``absolute``, in the type of ``center``), ``m`` of
-    them: exactly what numpy's ``partition`` of those values puts at ``kth``. ``a`` is not
-    changed; ``buf`` is scratch of ``a.size`` or more.
+    them: exactly what numpy's ``partition`` of those values puts at ``kth`` (NaN if fewer
+    are). ``a`` is not changed; ``buf`` is scratch of ``a.size`` or more.
 
     A strided sample of :data:`_SAMPLE` values brackets the rank (±3 SD of its sample
     rank). Counting passes (vectorised) check the bracket and narrow it, each time to a
@@ -132,6 +132,8 @@ def kth_finite(
                     f = (kth - below + 0.5) / inside
                     x0 = lo + (hi - lo) * max(0.0, f - 0.05)
                     x1 = lo + (hi - lo) * min(1.0, f + 0.05)
+                    if not lo <= x0 <= x1 <= hi:  # hi − lo overflowed: gather as it is
+                        break
                     c0, c1 = _count(a, x0, x1, center, absolute)
                     if kth < c0:  # below x0: [lo, the value before x0]
                         hi, upto = np.nextafter(x0, -np.inf), c0
@@ -147,6 +149,8 @@ def kth_finite(
         if v == v:
             buf[kept] = v
             kept += 1
+    if kth >= kept:  # fewer values than m said (|±inf − ±inf| is NaN): NaN sorts last
+        return np.nan
     return select_kth(buf, kept, kth)
 
 
