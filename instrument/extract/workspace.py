@@ -1,10 +1,10 @@
 """Buffers an extraction keeps from one group of post units to the next.
 
 Each group needs the same large arrays (its traces, their bridged copy, flags,
-accumulators: ~0.6 GB for 832 post units of a 60-s recording). Fresh memory is slow to
-fault in — on the virtual machines we run on, up to ~2 s/GB the first time the process
-touches it, as the host backs each page — so an extraction allocates them once and every
-group reuses them.
+accumulators: ~0.2 GB for 128 post units of a 4096-channel 60-s recording). Fresh memory
+is slow to fault in — on the virtual machines we run on, 0.2–13 s/GB when the process
+has not touched it lately, as the host backs each page — so an extraction allocates them
+once and every group reuses them.
 """
 
 from __future__ import annotations
